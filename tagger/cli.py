@@ -1,0 +1,185 @@
+"""Command line: ``python -m tagger tag|models|serve ...``. Exit 0 ok, 1 some images failed, 2 usage/model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from tagger import __version__
+from tagger.catalog import DEFAULT_MODEL
+from tagger.errors import ImageError, OptionsError, TaggerError
+from tagger.options import TagOptions, parse_tag_list
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+TAG_EXAMPLES = """\
+examples:
+  python -m tagger tag photo.png                       # prompt for one image
+  python -m tagger tag a.jpg b.png --format json       # one JSON object per image
+  python -m tagger tag img.png --model wd-vit-tagger-v3 --general-threshold 0.3 --exclude "solo, 1girl"
+  python -m tagger tag img.png --model ./my-model-folder --device cuda
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models-dir", metavar="DIR", help="models folder (default: $TAGGER_MODELS_DIR or per-user)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+
+
+def _add_tag_options(p: argparse.ArgumentParser) -> None:
+    d = TagOptions()
+    g = p.add_argument_group("tag options")
+    g.add_argument(
+        "--general-threshold",
+        type=float,
+        default=d.general_threshold,
+        metavar="F",
+        help=f"minimum probability of a general tag (default {d.general_threshold})",
+    )
+    g.add_argument(
+        "--character-threshold",
+        type=float,
+        default=d.character_threshold,
+        metavar="F",
+        help=f"minimum probability of a character tag (default {d.character_threshold})",
+    )
+    g.add_argument("--mcut", action="store_true", help="pick both thresholds by MCut (largest gap)")
+    g.add_argument("--general-mcut", action="store_true", help="MCut for general tags only")
+    g.add_argument("--character-mcut", action="store_true", help="MCut for character tags only")
+    g.add_argument("--add", default="", metavar="TAGS", help="comma-separated tags put first in every prompt")
+    g.add_argument("--exclude", default="", metavar="TAGS", help="comma-separated tags never output")
+    g.add_argument("--sort", choices=("confidence", "alpha"), default=d.sort, help="tag order")
+    g.add_argument("--max-tags", type=int, default=0, metavar="N", help="most model tags per prompt (0: all)")
+    g.add_argument("--weights", action="store_true", help="write tags as (tag:0.95)")
+    g.add_argument("--keep-underscores", action="store_true", help="keep long_hair instead of 'long hair'")
+    g.add_argument("--no-escape", action="store_true", help="do not backslash-escape ( ) [ ] \\")
+    g.add_argument("--rating", action="store_true", help="put the top rating first in the prompt")  # fmt: skip
+
+
+def options_from_args(args: argparse.Namespace) -> TagOptions:
+    return TagOptions(
+        general_threshold=args.general_threshold,
+        character_threshold=args.character_threshold,
+        general_mcut=args.mcut or args.general_mcut,
+        character_mcut=args.mcut or args.character_mcut,
+        additional_tags=parse_tag_list(args.add),
+        exclude_tags=parse_tag_list(args.exclude),
+        sort=args.sort,
+        max_tags=args.max_tags,
+        replace_underscores=not args.keep_underscores,
+        escape=not args.no_escape,
+        weights=args.weights,
+        include_rating=args.rating,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tagger", description="WD14 image tagger: images in, Stable Diffusion tag prompts out."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    tag = sub.add_parser("tag", help="tag images", epilog=TAG_EXAMPLES,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    tag.add_argument("paths", nargs="+", metavar="PATH", help="image files")
+    tag.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR", help=f"model (default {DEFAULT_MODEL})")
+    tag.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    tag.add_argument("--batch-size", type=int, default=None, metavar="N",
+                     help="images per model run (default: 1 on CPU, 16 on CUDA, the model's fixed size)")  # fmt: skip
+    tag.add_argument("--format", choices=("text", "json"), default="text", help="output format on stdout")
+    tag.add_argument("--offline", action="store_true", help="never download; use only files already here")
+    _add_tag_options(tag)
+    _common(tag)
+
+    models = sub.add_parser("models", help="list models, or download one")
+    models.add_argument("action", nargs="?", choices=("list", "download"), default="list")
+    models.add_argument("name", nargs="?", help="model to download")
+    _common(models)
+    return parser
+
+
+def _print_err(msg: str) -> None:
+    print(msg, file=sys.stderr)  # noqa: T201
+
+
+def _emit(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger.engine import Tagger
+
+    opts = options_from_args(args)
+    tagger = Tagger(args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty())
+    loaded = tagger.load(args.model)
+    _print_err(f"model {loaded.name} on {loaded.provider_label} ({loaded.threads} threads)")
+    if loaded.device_note:
+        _print_err(loaded.device_note)
+    failed = 0
+    sources = [Path(p) for p in args.paths]
+    for item in tagger.tag_many(args.model, sources, opts, batch_size=args.batch_size):
+        if isinstance(item, ImageError):
+            failed += 1
+            _print_err(f"error: {item}")
+            continue
+        r = item.result
+        if args.format == "json":
+            record = {"path": str(item.source), "prompt": r.prompt, "rating": r.rating,
+                      "general": r.general, "character": r.character}  # fmt: skip
+            _emit(out, json.dumps(record, ensure_ascii=False))
+        else:
+            _emit(out, f"{item.source}: {r.prompt}")
+    if failed:
+        _print_err(f"{failed} of {len(sources)} images failed")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger import hub, paths
+
+    models_dir = paths.models_dir(args.models_dir)
+    if args.action == "download":
+        if not args.name:
+            _print_err("models download: name the model to download (see: python -m tagger models)")
+            return EXIT_USAGE
+        files = hub.download_model(args.name, models_dir, progress=sys.stderr.isatty())
+        _emit(out, f"{files.name}: {files.model_path.parent}")
+        return EXIT_OK
+    _emit(out, f"models folder: {models_dir}")
+    for m in hub.list_models(models_dir):
+        state = "downloaded" if m.downloaded else "not downloaded"
+        size = f"{m.size_bytes / 1e6:.0f} MB" if m.size_bytes else ""
+        where = m.repo_id or str(m.path)
+        _emit(out, f"  {m.name:32} {m.family:5} {state:15} {size:>8}  {where}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    out = out or sys.stdout
+    handlers = {"tag": cmd_tag, "models": cmd_models}
+    try:
+        return handlers[args.command](args, out)
+    except OptionsError as e:
+        _print_err(f"error: option {e}")
+        return EXIT_USAGE
+    except TaggerError as e:
+        _print_err(f"error: {e}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _print_err("interrupted")
+        return 130

@@ -1,0 +1,117 @@
+"""One typed options model, shared by the command line, the HTTP API and the UI so they cannot drift.
+
+Each field carries its description and range in ``metadata``; the API builds its request model from
+these fields and the UI its controls, so a new option appears everywhere at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, Literal
+
+from tagger.errors import OptionsError
+
+SortOrder = Literal["confidence", "alpha"]
+
+
+def _opt(default: Any, description: str, **meta: Any) -> Any:
+    return field(default=default, metadata={"description": description, **meta})
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """How probabilities become tags and a prompt. Defaults follow the WebUI's own interrogators."""
+
+    general_threshold: float = _opt(0.35, "Minimum probability of a general tag (0..1).", ge=0.0, le=1.0)
+    character_threshold: float = _opt(0.85, "Minimum probability of a character tag (0..1).", ge=0.0, le=1.0)
+    general_mcut: bool = _opt(False, "Pick the general threshold by MCut (largest gap) instead.")
+    character_mcut: bool = _opt(False, "Pick the character threshold by MCut (floored at 0.15).")
+    additional_tags: tuple[str, ...] = _opt((), "Tags put at the front of every prompt.")
+    exclude_tags: tuple[str, ...] = _opt((), "Tags never output (case, underscore and space insensitive).")
+    sort: SortOrder = _opt("confidence", "Order of tags: by confidence (highest first) or alphabetical.")
+    max_tags: int = _opt(0, "Most model tags in the prompt; 0 means no limit.", ge=0, le=100000)
+    replace_underscores: bool = _opt(True, "Write long_hair as 'long hair' (kaomoji such as ^_^ are kept).")
+    escape: bool = _opt(True, "Escape \\ ( ) [ ] with a backslash so they are not read as emphasis.")
+    weights: bool = _opt(False, "Write each tag with its probability, as (tag:0.95).")
+    include_rating: bool = _opt(False, "Put the top rating (general, sensitive, ...) first in the prompt.")
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+def parse_tag_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``"a, b,  c"`` or ``["a", "b"]`` -> ``("a", "b", "c")``: trimmed, empty items dropped."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        if not isinstance(item, str):
+            raise OptionsError("tags", f"expected text, got {type(item).__name__}")
+        item = item.strip()
+        if item:
+            out.append(item)
+    return tuple(out)
+
+
+OPTION_FIELDS = {f.name: f for f in fields(TagOptions)}
+
+
+def validate(opts: TagOptions) -> None:
+    """Raise OptionsError naming the first field whose value is of the wrong kind or out of range."""
+    for name, f in OPTION_FIELDS.items():
+        value, default, meta = getattr(opts, name), f.default, f.metadata
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise OptionsError(name, f"expected true or false, got {value!r}")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+                raise OptionsError(name, f"expected a number, got {value!r}")
+            if isinstance(default, int) and not isinstance(value, int):
+                raise OptionsError(name, f"expected a whole number, got {value!r}")
+            if "ge" in meta and value < meta["ge"]:
+                raise OptionsError(name, f"{value} is below the minimum {meta['ge']}")
+            if "le" in meta and value > meta["le"]:
+                raise OptionsError(name, f"{value} is above the maximum {meta['le']}")
+        elif isinstance(default, tuple) and (
+            not isinstance(value, tuple) or not all(isinstance(v, str) for v in value)
+        ):
+            raise OptionsError(name, f"expected a list of tags, got {value!r}")
+    if opts.sort not in ("confidence", "alpha"):
+        raise OptionsError("sort", f"expected 'confidence' or 'alpha', got {opts.sort!r}")
+
+
+def options_from_mapping(data: Mapping[str, Any], *, base: TagOptions | None = None) -> TagOptions:
+    """Build options from a dict (API body, saved preset), naming the field of any bad value.
+
+    Unknown keys are refused; tag lists may be a comma-separated string or a list of strings.
+    """
+    unknown = set(data) - set(OPTION_FIELDS)
+    if unknown:
+        raise OptionsError(sorted(unknown)[0], f"unknown option; known options: {', '.join(OPTION_FIELDS)}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key in ("additional_tags", "exclude_tags"):
+            try:
+                value = parse_tag_list(value)
+            except OptionsError as e:
+                raise OptionsError(key, e.problem) from None
+        elif key == "max_tags" and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        values[key] = value
+    return replace(base or TagOptions(), **values)
+
+
+def options_to_dict(opts: TagOptions) -> dict[str, Any]:
+    """JSON-friendly dict (tag lists as lists)."""
+    d = asdict(opts)
+    for key in ("additional_tags", "exclude_tags"):
+        d[key] = list(d[key])
+    return d
+
+
+def option_defaults() -> dict[str, Any]:
+    return {name: f.default for name, f in OPTION_FIELDS.items() if f.default is not MISSING}

@@ -1,0 +1,122 @@
+"""The streaming pipeline: decode and preprocess in a small thread pool, overlapped with inference.
+
+Memory stays bounded by the prefetch window whatever the number of inputs: sources are pulled from an
+iterator lazily, and at most ``prefetch`` decoded tensors exist at once. Results come out in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from tagger.errors import ImageError
+from tagger.images import load_image, prepare
+from tagger.runtime import CUDA, LoadedModel, available_cpus
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class Prediction(Generic[T]):
+    """One input's outcome: probabilities, or the error that stopped this input (and only this one)."""
+
+    source: T
+    probs: np.ndarray | None = None
+    error: ImageError | None = None
+
+
+def default_batch_size(model: LoadedModel) -> int:
+    """On CPU one image per run is fastest per image (see docs); on a GPU large batches are."""
+    if model.fixed_batch:
+        return model.fixed_batch
+    return 16 if model.provider == CUDA else 1
+
+
+def _source_name(source: Any) -> str:
+    return str(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>"
+
+
+def prepare_source(source: Any, size: int, max_pixels: int | None = None) -> np.ndarray:
+    """Decode and preprocess one source; every failure becomes an ImageError naming it."""
+    try:
+        return prepare(load_image(source, max_pixels=max_pixels), size)
+    except ImageError:
+        raise
+    except MemoryError as e:
+        raise ImageError(_source_name(source), "not enough memory to decode this image") from e
+    except Exception as e:  # a decoder bug must cost one image, never the batch
+        raise ImageError(_source_name(source), f"could not be decoded ({type(e).__name__}: {e})") from e
+
+
+def iter_predictions(
+    model: LoadedModel,
+    sources: Iterable[T],
+    *,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    cancel: threading.Event | None = None,
+    loader: Callable[[T, int], np.ndarray] | None = None,
+) -> Iterator[Prediction[T]]:
+    """Predict every source, in order, streaming. Stops between images once ``cancel`` is set."""
+    batch_size = model.fixed_batch or batch_size or default_batch_size(model)
+    workers = workers or max(1, min(4, available_cpus()))
+    prefetch = max(prefetch or 0, batch_size * 2, workers * 2)
+    load = loader or (lambda src, size: prepare_source(src, size))
+    it = iter(sources)
+    pending: deque[tuple[T, Future[np.ndarray]]] = deque()
+
+    def cancelled() -> bool:
+        return cancel is not None and cancel.is_set()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tagger-decode") as pool:
+
+        def fill() -> None:
+            while len(pending) < prefetch and not cancelled():
+                try:
+                    src = next(it)
+                except StopIteration:
+                    return
+                pending.append((src, pool.submit(load, src, model.size)))
+
+        batch: list[Prediction[T]] = []  # in input order; failed ones carry their error
+        tensors: list[np.ndarray] = []
+
+        def flush() -> Iterator[Prediction[T]]:
+            if tensors:
+                probs = model.run(np.stack(tensors))
+                rows = iter(probs)
+                for pred in batch:
+                    if pred.error is None:
+                        pred.probs = next(rows)
+            yield from batch
+            batch.clear()
+            tensors.clear()
+
+        try:
+            fill()
+            while pending:
+                if cancelled():
+                    break
+                src, fut = pending.popleft()
+                fill()
+                try:
+                    tensors.append(fut.result())
+                    batch.append(Prediction(src))
+                except ImageError as e:
+                    batch.append(Prediction(src, error=e))
+                if len(tensors) >= batch_size or (not tensors and batch):
+                    yield from flush()
+            if not cancelled():
+                yield from flush()
+        finally:
+            for _, fut in pending:
+                fut.cancel()

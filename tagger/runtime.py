@@ -1,0 +1,284 @@
+"""ONNX Runtime sessions: one per loaded model, shared by all callers, and honest about the device.
+
+After a session is created we read back which execution provider is really active. When CUDA was asked
+for and is not active, ``LoadedModel.device_note`` says why in words a user can act on; every front end
+shows it (CLI stderr, UI status line, API ``provider_note``).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tagger.errors import ModelFormatError, OptionsError
+from tagger.hub import ModelFiles
+from tagger.labels import Labels, read_labels
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def available_cpus() -> int:
+    """CPUs this process may really use: the affinity mask, bounded by a cgroup CPU quota if one is set."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        n = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        n = min(n, max(1, int(quota + 0.5)))
+    return max(1, n)
+
+
+def _cgroup_cpu_quota() -> float | None:
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:  # cgroup v1
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return None if quota <= 0 else quota / period
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "auto" | "cpu" | "cuda"
+    index: int = 0
+
+    @classmethod
+    def parse(cls, text: str | None) -> Device:
+        text = (text or "auto").strip().lower()
+        m = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", text)
+        if not m or (m.group(2) is not None and m.group(1) != "cuda"):
+            raise OptionsError("device", f"{text!r} is not one of auto, cpu, cuda, cuda:N")
+        return cls(m.group(1), int(m.group(2) or 0))
+
+    def __str__(self) -> str:
+        return f"cuda:{self.index}" if self.kind == "cuda" else self.kind
+
+    @property
+    def wants_cuda(self) -> bool:
+        return self.kind == "cuda"
+
+
+def installed_runtimes() -> list[str]:
+    """Which onnxruntime distributions pip has installed (more than one breaks the GPU build)."""
+    found = []
+    for dist in ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino"):
+        try:
+            found.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def cuda_diagnosis(available: list[str], installed: list[str], active: list[str] | None = None) -> str:
+    """Why CUDA is not being used, and the fix, as one message for a user (empty when CUDA is active).
+
+    ``available`` is onnxruntime's available providers, ``installed`` the runtime distributions with
+    versions, ``active`` the providers a session really got (None when no session was made yet).
+    """
+    if active is not None and active and active[0] == CUDA:
+        return ""
+    names = [i.split()[0] for i in installed]
+    if "onnxruntime-gpu" in names and len(names) > 1:
+        others = ", ".join(n for n in names if n != "onnxruntime-gpu")
+        return (
+            f"CUDA is not used: both onnxruntime-gpu and {others} are installed, and the CPU build hides the "
+            "GPU one. Fix: pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime-gpu "
+            "(in the WebUI's venv; restarting the WebUI runs install.py, which does this for you)."
+        )
+    if CUDA not in available:
+        if "onnxruntime-gpu" not in names:
+            have = installed[0] if installed else "onnxruntime"
+            return (
+                f"CUDA is not used: {have} is the CPU-only build. Fix: pip uninstall -y onnxruntime, then "
+                "pip install onnxruntime-gpu (a version matching your CUDA and cuDNN: onnxruntime-gpu 1.19 "
+                "and newer need CUDA 12 with cuDNN 9)."
+            )
+        return (
+            "CUDA is not used: onnxruntime-gpu is installed but reports no CUDA provider. Check that an "
+            "NVIDIA driver is present (nvidia-smi) and reinstall onnxruntime-gpu."
+        )
+    version = next((i.split()[1] for i in installed if i.startswith("onnxruntime-gpu")), "?")
+    return (
+        f"CUDA is not used: onnxruntime-gpu {version} could not load the CUDA or cuDNN libraries it was "
+        "built for (wrong major version or missing). onnxruntime-gpu 1.19 and newer need CUDA 12 and "
+        "cuDNN 9; 1.18 and older CUDA 12 builds need cuDNN 8 (as torch 2.1-2.3 ships). Install the "
+        "onnxruntime-gpu version that matches the CUDA/cuDNN your torch brings, or the matching "
+        "nvidia-cudnn-cu12 / nvidia-cuda-runtime-cu12 packages. The console log of onnxruntime names the "
+        "library that failed."
+    )
+
+
+@dataclass
+class LoadedModel:
+    """A session with what is needed to feed it: input size, batch limit, tag list, active provider."""
+
+    files: ModelFiles
+    session: Any
+    labels: Labels
+    input_name: str
+    size: int
+    fixed_batch: int | None  # None: the batch dimension is dynamic
+    provider: str  # the execution provider really active ("CUDAExecutionProvider" / "CPUExecutionProvider")
+    device_note: str = ""  # why CUDA was wanted and is not used, with the fix; empty otherwise
+    threads: int = 1
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.files.name
+
+    @property
+    def provider_label(self) -> str:
+        return "CUDA" if self.provider == CUDA else "CPU" if self.provider == CPU else self.provider
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, T]`` for a float32 batch ``[N, S, S, 3]``; splits batches a fixed model refuses."""
+        if batch.ndim == 3:
+            batch = batch[None]
+        step = self.fixed_batch or len(batch)
+        outs = [self.session.run(None, {self.input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
+
+def _session_options(threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return so
+
+
+def create_session(files: ModelFiles, device: Device, threads: int | None = None) -> LoadedModel:
+    """Create and validate a session for ``files``. Raises ModelFormatError for unusable models."""
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise ModelFormatError(
+            "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu for CUDA)"
+        ) from e
+
+    labels = read_labels(files.tags_path)
+    threads = threads or available_cpus()
+    available = list(ort.get_available_providers())
+    wants_cuda = device.wants_cuda or (device.kind == "auto" and CUDA in available)
+    providers: list[Any] = [CPU]
+    if wants_cuda and CUDA in available:
+        providers = [(CUDA, {"device_id": device.index}), CPU]
+    try:
+        session = ort.InferenceSession(str(files.model_path), _session_options(threads), providers=providers)
+    except Exception as e:  # onnxruntime raises its own types (Fail, InvalidGraph, NoSuchFile...)
+        raise ModelFormatError(_explain_load_error(files, e, ort.__version__)) from e
+
+    active = list(session.get_providers())
+    note = ""
+    if device.wants_cuda and (not active or active[0] != CUDA):
+        note = cuda_diagnosis(available, installed_runtimes(), active)
+        log.warning("%s", note)
+
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = list(inputs[0].shape) if inputs else []
+    if len(inputs) != 1 or len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int) or shape[1] != shape[2]:
+        raise ModelFormatError(
+            f"{files.model_path} is not a WD14 tagger: expected one NHWC input [N, S, S, 3], got "
+            f"{[(i.name, i.shape) for i in inputs]}"
+        )
+    out_shape = list(outputs[0].shape) if outputs else []
+    if len(out_shape) != 2:
+        raise ModelFormatError(f"{files.model_path} is not a WD14 tagger: output shape {out_shape}, expected [N, T]")
+    if isinstance(out_shape[1], int) and out_shape[1] != len(labels):
+        raise ModelFormatError(
+            f"{files.name}: the model outputs {out_shape[1]} tags but {files.tags_path.name} has {len(labels)} "
+            "rows. The csv does not belong to this model: fetch both files from the same repository."
+        )
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    return LoadedModel(
+        files=files,
+        session=session,
+        labels=labels,
+        input_name=inputs[0].name,
+        size=int(shape[1]),
+        fixed_batch=fixed,
+        provider=active[0] if active else CPU,
+        device_note=note,
+        threads=threads,
+    )
+
+
+def _explain_load_error(files: ModelFiles, err: Exception, ort_version: str) -> str:
+    text = str(err)
+    if re.search(r"opset|Opset|ai\.onnx\.ml", text):
+        return (
+            f"{files.name}: this onnxruntime ({ort_version}) is too old for the model's operator set. "
+            f"WD14 v3 models need onnxruntime >= 1.17: pip install -U 'onnxruntime>=1.17' "
+            f"(or onnxruntime-gpu). Details: {text.splitlines()[0] if text else err!r}"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else repr(err)
+    return f"{files.name}: {files.model_path} could not be loaded as an ONNX model ({first}). Delete the file to re-download it."
+
+
+class ModelRegistry:
+    """Loaded sessions by model name. Thread-safe; loading one model never blocks calls on another.
+
+    ``unload`` drops the registry's reference: a call already running keeps its own reference to the
+    session and finishes; the session is freed (GPU memory returned) when the last user lets go.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def get(self, key: str, factory: Any) -> LoadedModel:
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                return model
+            load_lock = self._loading.setdefault(key, threading.Lock())
+        with load_lock:  # one load per model even under concurrent first calls
+            with self._lock:
+                model = self._models.get(key)
+            if model is None:
+                model = factory()
+                with self._lock:
+                    self._models[key] = model
+            return model
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._models.values())
+
+    def unload(self, key: str) -> bool:
+        with self._lock:
+            model = self._models.pop(key, None)
+        if model is None:
+            return False
+        del model
+        gc.collect()
+        return True
+
+    def unload_all(self) -> int:
+        with self._lock:
+            n = len(self._models)
+            self._models.clear()
+        gc.collect()
+        return n

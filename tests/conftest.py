@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.modelgen import make_model_dir
+
+
+@pytest.fixture(scope="session")
+def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder holding the generated test models: ``test-model`` (dynamic batch, S=32) and
+    ``test-model-b1`` (fixed batch 1)."""
+    root = tmp_path_factory.mktemp("models")
+    make_model_dir(root / "test-model")
+    make_model_dir(root / "test-model-b1", fixed_batch=True)
+    return root
+
+
+@pytest.fixture
+def solid_image(tmp_path: Path):
+    """Write a solid-colour RGB image and return its path: ``solid_image((255, 0, 0), "red.png")``."""
+
+    def make(rgb: tuple[int, int, int], name: str = "img.png", size: tuple[int, int] = (64, 48)) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, rgb).save(path)
+        return path
+
+    return make

@@ -1,0 +1,102 @@
+"""Builds a small real ONNX model with the WD14 contract, for tests (no download, no torch).
+
+Input ``[N, S, S, 3]`` float32 BGR 0..255, output ``[N, T]`` sigmoid probabilities. The graph takes the
+mean of each colour channel and maps it linearly to logits, so which tags appear depends on the image:
+a red image gets ``red_theme``, a green one ``hatsune_miku`` (a character) and so on. Some tags have a fixed
+probability so that thresholds can be tested to the decimal.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+RATING, GENERAL, CHARACTER = 9, 0, 4
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    category: int
+    weights: tuple[float, float, float]  # on mean B, G, R in 0..1
+    bias: float
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+# Channel order in the graph is B, G, R (the model sees BGR).
+ROWS: tuple[Row, ...] = (
+    Row("general", RATING, (2.0, 2.0, 2.0), -2.0),
+    Row("sensitive", RATING, (-2.0, -2.0, -2.0), 1.0),
+    Row("questionable", RATING, (0, 0, 0), _logit(0.05)),
+    Row("explicit", RATING, (0, 0, 0), _logit(0.01)),
+    Row("red_theme", GENERAL, (-10.0, -10.0, 20.0), -6.0),
+    Row("hatsune_miku", CHARACTER, (-10.0, 20.0, -10.0), -6.0),  # a character in the middle, not at the end
+    Row("blue_theme", GENERAL, (20.0, -10.0, -10.0), -6.0),
+    Row("white_background", GENERAL, (10.0, 10.0, 10.0), -27.0),  # mean > 0.9
+    Row("dark", GENERAL, (-10.0, -10.0, -10.0), 7.0),  # mean < ~0.23
+    Row("solo", GENERAL, (0, 0, 0), _logit(0.9)),
+    Row("long_hair", GENERAL, (0, 0, 0), _logit(0.5)),
+    Row("pokemon_(creature)", GENERAL, (0, 0, 0), _logit(0.6)),
+    Row("^_^", GENERAL, (0, 0, 0), _logit(0.7)),
+    Row('tag "quoted", comma\'s', GENERAL, (0, 0, 0), _logit(0.4)),
+    Row("low_probability", GENERAL, (0, 0, 0), _logit(0.1)),
+    Row("kirisame_marisa", CHARACTER, (0, 0, 0), _logit(0.88)),
+    Row("hakurei_reimu", CHARACTER, (0, 0, 0), _logit(0.3)),
+    Row("smile", GENERAL, (0, 0, 0), _logit(0.36)),
+)
+NAMES = tuple(r.name for r in ROWS)
+
+
+def write_csv(path: Path, rows: tuple[Row, ...] = ROWS) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["tag_id", "name", "category", "count"])
+        for i, r in enumerate(rows):
+            w.writerow([1000 + i, r.name, r.category, 100 - i])
+
+
+def build_model(path: Path, *, size: int = 32, fixed_batch: bool = False, rows: tuple[Row, ...] = ROWS,
+                opset: int = 17, ir_version: int = 8) -> None:  # fmt: skip
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.array([r.weights for r in rows], dtype=np.float32).T / 255.0  # [3, T], input is 0..255
+    b = np.array([r.bias for r in rows], dtype=np.float32)
+    batch: int | str = 1 if fixed_batch else "batch"
+    inp = helper.make_tensor_value_info("input_1", TensorProto.FLOAT, [batch, size, size, 3])
+    out = helper.make_tensor_value_info("predictions_sigmoid", TensorProto.FLOAT, [batch, len(rows)])
+    nodes = [
+        helper.make_node("ReduceMean", ["input_1"], ["mean"], axes=[1, 2], keepdims=0),
+        helper.make_node("MatMul", ["mean", "W"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "B"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], ["predictions_sigmoid"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "wd14_test", [inp], [out], initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tagger-tests")
+    model.ir_version = ir_version
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def make_model_dir(folder: Path, **kwargs: object) -> Path:
+    """A model folder (``model.onnx`` + ``selected_tags.csv``) ready for the engine; returns the folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = kwargs.get("rows", ROWS)
+    build_model(folder / "model.onnx", **kwargs)  # type: ignore[arg-type]
+    write_csv(folder / "selected_tags.csv", rows)  # type: ignore[arg-type]
+    return folder
+
+
+def expected_probs(bgr_mean01: tuple[float, float, float], rows: tuple[Row, ...] = ROWS) -> np.ndarray:
+    """What the model outputs for an image whose mean B, G, R (0..1) is given: the test oracle."""
+    m = np.asarray(bgr_mean01, dtype=np.float64)
+    logits = np.array([np.dot(r.weights, m) + r.bias for r in rows])
+    return 1 / (1 + np.exp(-logits))
