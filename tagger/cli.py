@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tagger import __version__
 from tagger.catalog import DEFAULT_MODEL
@@ -23,6 +23,8 @@ examples:
   python -m tagger tag a.jpg b.png --format json       # one JSON object per image
   python -m tagger tag img.png --model wd-vit-tagger-v3 --general-threshold 0.3 --exclude "solo, 1girl"
   python -m tagger tag img.png --model ./my-model-folder --device cuda
+  python -m tagger tag dataset/ -r                     # caption files beside every image, resumable
+  python -m tagger tag dataset/ --output-dir captions --existing append --json
 """
 
 
@@ -87,13 +89,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     tag = sub.add_parser("tag", help="tag images", epilog=TAG_EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    tag.add_argument("paths", nargs="+", metavar="PATH", help="image files")
+    tag.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
     tag.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR", help=f"model (default {DEFAULT_MODEL})")
     tag.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
-    tag.add_argument("--batch-size", type=int, default=None, metavar="N",
-                     help="images per model run (default: 1 on CPU, 16 on CUDA, the model's fixed size)")  # fmt: skip
-    tag.add_argument("--format", choices=("text", "json"), default="text", help="output format on stdout")
+    tag.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images per model run (default: 1 on CPU, 16 on CUDA, the model's fixed size)",
+    )
+    tag.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="what to print for images tagged without caption files",
+    )
     tag.add_argument("--offline", action="store_true", help="never download; use only files already here")
+    cap = tag.add_argument_group(
+        "caption files",
+        "Given a folder, or any of these options, captions are written beside each image "
+        "(or under --output-dir) instead of printed.",
+    )
+    cap.add_argument("--captions", action="store_true", help="write caption files for image files too")
+    cap.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders")
+    cap.add_argument("--output-dir", metavar="DIR", help="write captions here, mirroring the input's sub-folders")
+    cap.add_argument(
+        "--filename-format",
+        default="[name].txt",
+        metavar="FMT",
+        help="caption file name; tokens [name] [extension] [hash:ALGO] (default [name].txt)",
+    )
+    cap.add_argument(
+        "--existing",
+        choices=("skip", "overwrite", "append", "prepend"),
+        default=None,
+        help="what to do with captions that exist (default skip: never touched, image not even read)",
+    )
+    cap.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
     _add_tag_options(tag)
     _common(tag)
 
@@ -113,6 +146,11 @@ def _emit(out: TextIO, text: str) -> None:
     out.flush()
 
 
+def _caption_mode(args: argparse.Namespace) -> bool:
+    batch_flags = args.captions or args.recursive or args.output_dir or args.json or args.existing
+    return bool(batch_flags or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths))
+
+
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.engine import Tagger
 
@@ -122,6 +160,8 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     _print_err(f"model {loaded.name} on {loaded.provider_label} ({loaded.threads} threads)")
     if loaded.device_note:
         _print_err(loaded.device_note)
+    if _caption_mode(args):
+        return _tag_to_captions(tagger, args, opts)
     failed = 0
     sources = [Path(p) for p in args.paths]
     for item in tagger.tag_many(args.model, sources, opts, batch_size=args.batch_size):
@@ -139,6 +179,80 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     if failed:
         _print_err(f"{failed} of {len(sources)} images failed")
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions) -> int:
+    import threading
+
+    from tagger.batch import BatchConfig, run_batch
+
+    config = BatchConfig(
+        inputs=[Path(p) for p in args.paths],
+        recursive=args.recursive,
+        output_dir=Path(args.output_dir) if args.output_dir else None,
+        filename_format=args.filename_format,
+        existing=args.existing or "skip",
+        json_sidecar=args.json,
+        batch_size=args.batch_size,
+    )
+    cancel = threading.Event()
+    reporter = _ProgressReporter(sys.stderr)
+    try:
+        summary = run_batch(tagger, args.model, config, opts, progress=reporter, cancel=cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        reporter.close()
+        _print_err("interrupted: every caption written so far is complete; run the same command again to resume")
+        return 130
+    reporter.close()
+    _print_err(
+        f"tagged {summary.tagged}, skipped {summary.skipped} (caption exists), failed {summary.failed} "
+        f"in {summary.elapsed:.1f} s ({summary.images_per_s:.2f} images/s)"
+    )
+    if summary.failures:
+        _print_err("failed:")
+        for path, reason in summary.failures:
+            _print_err(f"  {path}: {reason}")
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+class _ProgressReporter:
+    """A tqdm bar on a terminal; otherwise a quiet line every few seconds (logs, CI, pipes)."""
+
+    def __init__(self, stream: TextIO, every_s: float = 5.0) -> None:
+        self.stream = stream
+        self.every_s = every_s
+        self.bar: Any = None
+        self.last = 0.0
+        self.tty = stream.isatty()
+
+    def __call__(self, p: Any) -> None:
+        import time
+
+        if self.tty:
+            if self.bar is None:
+                try:
+                    from tqdm import tqdm
+                except ImportError:
+                    self.tty = False
+                else:
+                    self.bar = tqdm(total=p.total, unit="img", file=self.stream, dynamic_ncols=True)
+            if self.bar is not None:
+                self.bar.n = p.done
+                self.bar.set_postfix(tagged=p.tagged, skipped=p.skipped, failed=p.failed, refresh=False)
+                self.bar.refresh()
+                return
+        now = time.monotonic()
+        if p.done == p.total or now - self.last >= self.every_s:
+            self.last = now
+            eta = f", eta {p.eta:.0f} s" if p.eta is not None else ""
+            self.stream.write(f"{p.done}/{p.total} images ({p.rate:.2f}/s{eta}), {p.failed} failed\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:

@@ -1,0 +1,362 @@
+"""Batch captioning: one caption file per image, written the way training tools read them.
+
+Nothing is ever lost: each caption is written atomically as soon as its image is done, existing captions
+are only touched when the user chose so, one broken image never stops the batch, and running the same
+command again resumes (with ``existing="skip"`` only what is missing is tagged, and skipped images are not
+even decoded).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tagger.errors import ImageError, TaggerError
+from tagger.images import image_extensions
+from tagger.options import TagOptions
+from tagger.pipeline import iter_predictions, prepare_source
+from tagger.postprocess import TagResult, normalize_tag, postprocess
+
+log = logging.getLogger(__name__)
+
+EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
+SIDECAR_FLOOR = 0.01  # probabilities below this are left out of JSON sidecars (re-thresholding stays exact above)
+_TOKEN = re.compile(r"\[([a-z]+)(?::([A-Za-z0-9_-]+))?\]")
+
+
+class BatchConfigError(TaggerError):
+    """The batch's settings cannot work (missing folder, a caption name that escapes the output folder...)."""
+
+
+@dataclass
+class BatchConfig:
+    inputs: list[Path]
+    recursive: bool = False
+    output_dir: Path | None = None
+    filename_format: str = "[name].txt"
+    existing: str = "skip"  # skip | overwrite | append | prepend
+    json_sidecar: bool = False
+    batch_size: int | None = None
+
+
+@dataclass
+class BatchProgress:
+    done: int
+    total: int
+    tagged: int
+    skipped: int
+    failed: int
+    elapsed: float
+    rate: float  # images tagged per second
+    eta: float | None  # seconds left, None until a rate is known
+    current: str
+
+
+@dataclass
+class BatchSummary:
+    tagged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    elapsed: float = 0.0
+    images_per_s: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    tag_counts: collections.Counter[str] = field(default_factory=collections.Counter)
+    cancelled: bool = False
+
+    @property
+    def total(self) -> int:
+        return self.tagged + self.skipped + self.failed
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image and where its caption goes."""
+
+    image: Path
+    caption: Path
+
+
+# -- discovery --------------------------------------------------------------------------------------
+
+
+def is_image_file(path: Path, exts: frozenset[str]) -> bool:
+    return path.suffix.lower() in exts and path.is_file()
+
+
+def iter_images(inputs: Iterable[Path], recursive: bool = False) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(image, root)`` for every image under ``inputs``, streaming, in a stable sorted order.
+
+    A folder contributes the image files in it (sub-folders with ``recursive``); other files are ignored
+    silently, and a folder named like an image is not an image. A file named directly is always taken.
+    ``root`` is the folder that output paths mirror from.
+    """
+    exts = image_extensions()
+    for inp in inputs:
+        inp = Path(inp)
+        if inp.is_dir():
+            yield from _walk(inp, inp, recursive, exts)
+        else:
+            yield inp, inp.parent
+
+
+def _walk(folder: Path, root: Path, recursive: bool, exts: frozenset[str]) -> Iterator[tuple[Path, Path]]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        log.warning("cannot list %s: %s", folder, e)
+        return
+    subdirs = []
+    for entry in entries:
+        path = Path(entry.path)
+        try:
+            if entry.is_dir():
+                subdirs.append(path)
+            elif entry.is_file() and path.suffix.lower() in exts:
+                yield path, root
+        except OSError:
+            continue
+    if recursive:
+        for sub in subdirs:
+            yield from _walk(sub, root, recursive, exts)
+
+
+# -- caption names ----------------------------------------------------------------------------------
+
+
+def check_filename_format(fmt: str) -> None:
+    """Refuse a caption name format that is empty, absolute, climbs out with ``..`` or has unknown tokens."""
+    if not fmt or not fmt.strip():
+        raise BatchConfigError("filename format: empty; use e.g. [name].txt")
+    for m in _TOKEN.finditer(fmt):
+        token, arg = m.groups()
+        if token == "hash":
+            if not arg or arg.lower() not in hashlib.algorithms_available:
+                raise BatchConfigError(
+                    f"filename format: [hash:{arg or ''}] needs a hashlib algorithm such as md5, sha1, sha256"
+                )
+        elif token not in ("name", "extension") or arg:
+            raise BatchConfigError(
+                f"filename format: unknown token {m.group(0)}; known: [name] [extension] [hash:ALGO]"
+            )
+    literal = _TOKEN.sub("x", fmt)
+    parts = re.split(r"[\\/]", literal)
+    if literal.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", literal) or ".." in parts:
+        raise BatchConfigError(f"filename format {fmt!r} would write outside the output folder; use a plain name")
+    if not parts[-1] or parts[-1] in (".", ".."):
+        raise BatchConfigError(f"filename format {fmt!r} does not end in a file name")
+
+
+def _hash_file(path: Path, algo: str) -> str:
+    h = hashlib.new(algo.lower())
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()  # type: ignore[call-arg]
+
+
+def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
+    """Where ``image``'s caption goes; raises BatchConfigError if that would leave the output folder."""
+    out_root = Path(config.output_dir) if config.output_dir else None
+    base = (out_root / image.parent.relative_to(root)) if out_root else image.parent
+    values = {"name": image.stem, "extension": image.suffix[1:]}
+
+    def sub(m: re.Match[str]) -> str:
+        token, arg = m.groups()
+        value = _hash_file(image, arg) if token == "hash" else values[token]
+        if "/" in value or "\\" in value or value in (".", ".."):
+            raise BatchConfigError(f"{image}: its name would put the caption outside the output folder")
+        return value
+
+    name = _TOKEN.sub(sub, config.filename_format)
+    target = base / name
+    limit = (out_root or image.parent).resolve()
+    resolved = target.resolve()
+    if resolved != limit and limit not in resolved.parents:
+        raise BatchConfigError(f"{image}: caption {target} would be written outside {limit}; refused")
+    return target
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8, no BOM) so that ``path`` is either the old file or the complete new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
+        with contextlib.suppress(OSError):
+            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+
+
+def split_caption(text: str) -> list[str]:
+    return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+
+
+def merge_tags(existing: list[str], new: list[str], mode: str) -> list[str]:
+    """``append``/``prepend`` ``new`` to ``existing``: existing order kept, duplicates dropped (excludes' rules)."""
+    seen = {normalize_tag(t) for t in existing}
+    fresh = []
+    for tag in new:
+        key = normalize_tag(tag)
+        if key not in seen:
+            seen.add(key)
+            fresh.append(tag)
+    return existing + fresh if mode == "append" else fresh + existing
+
+
+def sidecar_record(result_probs: Any, labels: Any, model_id: str, result: TagResult) -> dict[str, Any]:
+    import numpy as np
+
+    probs = np.asarray(result_probs)
+
+    def group(idx: Any) -> dict[str, float]:
+        keep = [int(i) for i in idx if probs[i] >= SIDECAR_FLOOR]
+        keep.sort(key=lambda i: -probs[i])
+        return {labels.names[i]: round(float(probs[i]), 6) for i in keep}
+
+    return {
+        "model": model_id,
+        "prompt": result.prompt,
+        "rating": {labels.names[i]: round(float(probs[i]), 6) for i in labels.rating},
+        "general": group(labels.general),
+        "character": group(labels.character),
+        "floor": SIDECAR_FLOOR,
+    }
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def run_batch(
+    tagger: Any,
+    model: str,
+    config: BatchConfig,
+    options: TagOptions,
+    *,
+    progress: Callable[[BatchProgress], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> BatchSummary:
+    """Caption every image of ``config.inputs``. See the module docstring for the guarantees."""
+    if config.existing not in EXISTING_POLICIES:
+        raise BatchConfigError(f"existing: {config.existing!r} is not one of {', '.join(EXISTING_POLICIES)}")
+    check_filename_format(config.filename_format)
+    for inp in config.inputs:
+        if not Path(inp).exists():
+            raise BatchConfigError(f"{inp}: no such file or folder")
+    if config.output_dir and Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
+        raise BatchConfigError(f"output folder {config.output_dir} is a file")
+
+    # A first pass over names only (no decoding): the total for progress and ETA, and every caption path
+    # checked before anything is written. Hash tokens are checked here too: they never hold separators.
+    total = 0
+    static_cfg = config if "[hash:" not in config.filename_format else None
+    for image, root in iter_images(config.inputs, config.recursive):
+        total += 1
+        if static_cfg is not None:
+            caption_path(image, root, static_cfg)
+
+    loaded = tagger.load(model)
+    summary = BatchSummary()
+    start = time.perf_counter()
+    done = 0
+
+    def report(current: str) -> None:
+        if progress is None:
+            return
+        elapsed = time.perf_counter() - start
+        rate = summary.tagged / elapsed if elapsed > 0 else 0.0
+        left = total - done
+        eta = left / rate if rate > 0 else None
+        progress(
+            BatchProgress(done, total, summary.tagged, summary.skipped, summary.failed, elapsed, rate, eta, current)
+        )
+
+    def fail(path: Path, reason: str) -> None:
+        nonlocal done
+        done += 1
+        summary.failed += 1
+        summary.failures.append((str(path), reason))
+        log.warning("%s: %s", path, reason)
+        report(str(path))
+
+    def jobs() -> Iterator[Job]:
+        nonlocal done
+        for image, root in iter_images(config.inputs, config.recursive):
+            if cancel is not None and cancel.is_set():
+                return
+            try:
+                cap = caption_path(image, root, config)
+            except BatchConfigError as e:
+                fail(image, str(e))
+                continue
+            except OSError as e:  # hash token on an unreadable file
+                fail(image, f"cannot be read ({e.strerror or e})")
+                continue
+            if config.existing == "skip" and cap.exists():
+                done += 1
+                summary.skipped += 1
+                report(str(image))
+                continue
+            yield Job(image, cap)
+
+    def load(job: Job, size: int) -> Any:
+        return prepare_source(job.image, size)
+
+    try:
+        for pred in iter_predictions(loaded, jobs(), batch_size=config.batch_size, cancel=cancel, loader=load):
+            job = pred.source
+            if pred.error is not None:
+                fail(job.image, pred.error.reason if isinstance(pred.error, ImageError) else str(pred.error))
+                continue
+            result = postprocess(pred.probs, loaded.labels, options)
+            try:
+                _write_caption(job, result, config)
+                if config.json_sidecar:
+                    record = sidecar_record(pred.probs, loaded.labels, loaded.files.model_id, result)
+                    write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
+            except OSError as e:
+                fail(job.image, f"caption {job.caption} could not be written ({e.strerror or e})")
+                continue
+            summary.tag_counts.update(result.tags)
+            summary.tagged += 1
+            done += 1
+            report(str(job.image))
+    finally:
+        summary.elapsed = time.perf_counter() - start
+        summary.images_per_s = summary.tagged / summary.elapsed if summary.elapsed > 0 else 0.0
+        summary.cancelled = cancel is not None and cancel.is_set()
+    return summary
+
+
+def _write_caption(job: Job, result: TagResult, config: BatchConfig) -> None:
+    tags = list(result.tags)
+    if config.existing in ("append", "prepend") and job.caption.exists():
+        old = job.caption.read_text(encoding="utf-8-sig", errors="replace")
+        tags = merge_tags(split_caption(old), tags, config.existing)
+    write_atomic(job.caption, ", ".join(tags))
