@@ -31,7 +31,7 @@ def test_default_thresholds_select_expected_tags():
     want = sorted(
         [
             (n, p)
-            for n, p, row in zip(LABELS.names, RED, ROWS)
+            for n, p, row in zip(LABELS.names, RED, ROWS, strict=True)
             if (row.category == 0 and p >= 0.35) or (row.category == 4 and p >= 0.85)
         ],
         key=lambda kv: -kv[1],
