@@ -240,7 +240,7 @@ def test_killed_midway_then_resumed(model_root, tmp_path, sig):
     for cap in written:  # every caption there is complete: exactly what a clean run writes
         image = cap.with_suffix(".png")
         assert cap.read_text(encoding="utf-8") == clean.tag_image("test-model", image).result.prompt, cap
-    assert not list(data.glob("*.txt.*")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
+    assert not list(data.glob(".*.tmp")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
     done_before = len(written)
     r = cli(*args)
     assert r.returncode == 0, r.stderr
