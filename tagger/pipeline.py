@@ -33,6 +33,14 @@ class Prediction(Generic[T]):
     error: ImageError | None = None
 
 
+@dataclass(frozen=True)
+class Precomputed:
+    """What a loader returns instead of a tensor when the probabilities are already known (cache hit):
+    the item keeps its place in the output order and never reaches the model."""
+
+    probs: np.ndarray
+
+
 def default_batch_size(model: LoadedModel) -> int:
     """On CPU one image per run is fastest per image (see docs); on a GPU large batches are."""
     if model.fixed_batch:
@@ -64,15 +72,19 @@ def iter_predictions(
     workers: int | None = None,
     prefetch: int | None = None,
     cancel: threading.Event | None = None,
-    loader: Callable[[T, int], np.ndarray] | None = None,
+    loader: Callable[[T, int], np.ndarray | Precomputed] | None = None,
 ) -> Iterator[Prediction[T]]:
-    """Predict every source, in order, streaming. Stops between images once ``cancel`` is set."""
+    """Predict every source, in order, streaming. Stops between images once ``cancel`` is set.
+
+    ``loader(source, size)`` decodes one source into a tensor (it runs in the pool); it may return
+    ``Precomputed`` for a source whose probabilities are known, which then skips the model.
+    """
     batch_size = model.fixed_batch or batch_size or default_batch_size(model)
     workers = workers or max(1, min(4, available_cpus()))
     prefetch = max(prefetch or 0, batch_size * 2, workers * 2)
     load = loader or (lambda src, size: prepare_source(src, size))
     it = iter(sources)
-    pending: deque[tuple[T, Future[np.ndarray]]] = deque()
+    pending: deque[tuple[T, Future[np.ndarray | Precomputed]]] = deque()
 
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()
@@ -95,7 +107,7 @@ def iter_predictions(
                 probs = model.run(np.stack(tensors))
                 rows = iter(probs)
                 for pred in batch:
-                    if pred.error is None:
+                    if pred.error is None and pred.probs is None:
                         pred.probs = next(rows)
             yield from batch
             batch.clear()
@@ -109,10 +121,15 @@ def iter_predictions(
                 src, fut = pending.popleft()
                 fill()
                 try:
-                    tensors.append(fut.result())
-                    batch.append(Prediction(src))
+                    loaded = fut.result()
                 except ImageError as e:
                     batch.append(Prediction(src, error=e))
+                else:
+                    if isinstance(loaded, Precomputed):
+                        batch.append(Prediction(src, probs=loaded.probs))
+                    else:
+                        tensors.append(loaded)
+                        batch.append(Prediction(src))
                 if len(tensors) >= batch_size or (not tensors and batch):
                     yield from flush()
             if not cancelled():
