@@ -26,7 +26,6 @@ from typing import Any
 from tagger.errors import ImageError, TaggerError
 from tagger.images import image_extensions
 from tagger.options import TagOptions
-from tagger.pipeline import iter_predictions, prepare_source
 from tagger.postprocess import TagResult, normalize_tag, postprocess
 
 log = logging.getLogger(__name__)
@@ -82,10 +81,16 @@ class BatchSummary:
 
 @dataclass(frozen=True)
 class Job:
-    """One image and where its caption goes."""
+    """One image and where its caption goes; path-like, so the engine reads it as the image."""
 
     image: Path
     caption: Path
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.image)
+
+    def __str__(self) -> str:
+        return str(self.image)
 
 
 # -- discovery --------------------------------------------------------------------------------------
@@ -281,7 +286,7 @@ def run_batch(
         if static_cfg is not None:
             caption_path(image, root, static_cfg)
 
-    loaded = tagger.load(model)
+    model_id = tagger.resolve(model).model_id  # fails here, before any work, when the model cannot be had
     summary = BatchSummary()
     start = time.perf_counter()
     done = 0
@@ -325,20 +330,18 @@ def run_batch(
                 continue
             yield Job(image, cap)
 
-    def load(job: Job, size: int) -> Any:
-        return prepare_source(job.image, size)
-
     try:
-        for pred in iter_predictions(loaded, jobs(), batch_size=config.batch_size, cancel=cancel, loader=load):
+        stream = tagger.iter_probs(model, jobs(), options, batch_size=config.batch_size, cancel=cancel)
+        for pred, labels, mcut, _cached in stream:
             job = pred.source
             if pred.error is not None:
                 fail(job.image, pred.error.reason if isinstance(pred.error, ImageError) else str(pred.error))
                 continue
-            result = postprocess(pred.probs, loaded.labels, options)
+            result = postprocess(pred.probs, labels, options, mcut=mcut)
             try:
                 _write_caption(job, result, config)
                 if config.json_sidecar:
-                    record = sidecar_record(pred.probs, loaded.labels, loaded.files.model_id, result)
+                    record = sidecar_record(pred.probs, labels, model_id, result)
                     write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
             except OSError as e:
                 fail(job.image, f"caption {job.caption} could not be written ({e.strerror or e})")

@@ -6,10 +6,12 @@ API and the standalone server share one), and it is safe to call from several th
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from tagger import hub, paths
+from tagger.cache import CachedProbs, ProbCache, content_hash, file_hash
 from tagger.errors import ImageError
-from tagger.images import load_image, prepare
+from tagger.labels import Labels, read_labels
 from tagger.options import TagOptions
-from tagger.pipeline import Prediction, iter_predictions
+from tagger.pipeline import Precomputed, Prediction, iter_predictions, prepare_source
 from tagger.postprocess import TagResult, postprocess
 from tagger.runtime import Device, LoadedModel, ModelRegistry, create_session
 
@@ -37,6 +40,31 @@ class ImageTags:
     provider: str
     elapsed: float  # seconds for this call (whole batch time / images for batch calls)
     probs: np.ndarray | None = None
+    cached: bool = False  # answered from the probability cache, without the model
+
+
+@dataclass(frozen=True)
+class _Known:
+    """A source paired with its content hash, on its way through the pipeline."""
+
+    source: Any
+    digest: str | None
+    hit: CachedProbs | None = None
+
+
+def image_digest(source: Any) -> str | None:
+    """Content hash of a path, bytes or PIL image (the cache key); None when it cannot be read here."""
+    try:
+        if isinstance(source, (str, os.PathLike)):
+            return file_hash(Path(os.fspath(source)))
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            return content_hash(bytes(source))
+        if hasattr(source, "tobytes") and hasattr(source, "mode") and hasattr(source, "size"):
+            header = f"{source.mode}:{source.size[0]}x{source.size[1]}:".encode()
+            return content_hash(header + source.tobytes())
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class Tagger:
@@ -48,8 +76,13 @@ class Tagger:
         download: bool = True,
         progress: bool = True,
         threads: int | None = None,
+        cache: ProbCache | None = None,
+        on_load: Callable[[LoadedModel], None] | None = None,
     ) -> None:
         self.models_dir = paths.models_dir(models_dir)
+        self.cache = cache
+        self.on_load = on_load  # told of every session created (the CLI prints the provider from it)
+        self._labels: dict[str, Labels] = {}
         self.device = Device.parse(device)
         self.download = download
         self.progress = progress
@@ -66,7 +99,14 @@ class Tagger:
 
     def load(self, model: str) -> LoadedModel:
         """The loaded model called ``model`` (catalog name, local folder name or folder path)."""
-        return self._registry.get(model, lambda: create_session(self.resolve(model), self.device, self.threads))
+
+        def create() -> LoadedModel:
+            loaded = create_session(self.resolve(model), self.device, self.threads)
+            if self.on_load is not None:
+                self.on_load(loaded)
+            return loaded
+
+        return self._registry.get(model, create)
 
     def set_device(self, device: str) -> None:
         """Change the device; loaded sessions are dropped so the next call reloads on the new one."""
@@ -85,18 +125,98 @@ class Tagger:
     def unload_all(self) -> int:
         return self._registry.unload_all()
 
+    # -- the probability cache -------------------------------------------------------------------------
+    def model_key(self, model: str) -> tuple[hub.ModelFiles, str]:
+        """The model's files and its cache key: id@revision plus the model file's size and mtime, so a
+        re-downloaded or edited model never answers from an older model's cache entries."""
+        files = self.resolve(model)
+        st = files.model_path.stat()
+        return files, f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+
+    def labels(self, files: hub.ModelFiles) -> Labels:
+        key = str(files.tags_path)
+        if key not in self._labels:
+            self._labels[key] = read_labels(files.tags_path)
+        return self._labels[key]
+
+    def _lookup(self, digest: str | None, mkey: str, opts: TagOptions) -> CachedProbs | None:
+        if self.cache is None or digest is None:
+            return None
+        hit = self.cache.get(digest, mkey)
+        return hit if hit is not None and hit.serves(opts) else None
+
     # -- tagging --------------------------------------------------------------------------------------
     def predict(self, model: str, image: Any) -> tuple[LoadedModel, np.ndarray]:
-        """Probabilities for one image (path, bytes, file object or PIL image)."""
+        """Probabilities for one image (path, bytes, file object or PIL image), always from the model."""
         loaded = self.load(model)
-        tensor = prepare(load_image(image), loaded.size)
-        return loaded, loaded.run(tensor[None])[0]
+        return loaded, loaded.run(prepare_source(image, loaded.size)[None])[0]
 
     def tag_image(self, model: str, image: Any, options: TagOptions | None = None) -> ImageTags:
+        """Tag one image. With a cache, an image seen before under this model is answered without it."""
         start = time.perf_counter()
+        opts = options or TagOptions()
+        digest, mkey = None, ""
+        if self.cache is not None:
+            files, mkey = self.model_key(model)
+            digest = image_digest(image)
+            hit = self._lookup(digest, mkey, opts)
+            if hit is not None:
+                result = postprocess(hit.probs, self.labels(files), opts, mcut=(hit.mcut_general, hit.mcut_character))
+                return ImageTags(image, result, files.name, "cache", time.perf_counter() - start, hit.probs, True)
         loaded, probs = self.predict(model, image)
-        result = postprocess(probs, loaded.labels, options or TagOptions())
+        if self.cache is not None and digest is not None:
+            self.cache.put(digest, mkey, probs, loaded.labels)
+        result = postprocess(probs, loaded.labels, opts)
         return ImageTags(image, result, loaded.name, loaded.provider_label, time.perf_counter() - start, probs)
+
+    def iter_probs(
+        self,
+        model: str,
+        sources: Iterable[Any],
+        options: TagOptions | None = None,
+        *,
+        batch_size: int | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[Prediction[Any], Labels, tuple[float, float] | None, bool]]:
+        """Probabilities for a stream of sources, in order: ``(prediction, labels, mcut, cached)``.
+
+        Cache hits skip the model; the model is loaded only when the first image that needs it comes.
+        ``prediction.source`` is the original source. The engine for batch captioning and the CLI.
+        """
+        opts = options or TagOptions()
+        files, mkey = self.model_key(model) if self.cache is not None else (self.resolve(model), "")
+        labels = self.labels(files)
+
+        def load(item: _Known, size: int) -> np.ndarray | Precomputed:
+            return Precomputed(item.hit.probs) if item.hit is not None else prepare_source(item.source, size)
+
+        def lookups() -> Iterator[_Known]:
+            for src in sources:
+                if cancel is not None and cancel.is_set():
+                    return
+                digest = image_digest(src) if self.cache is not None else None
+                yield _Known(src, digest, self._lookup(digest, mkey, opts))
+
+        def mcut_of(item: _Known) -> tuple[float, float] | None:
+            return (item.hit.mcut_general, item.hit.mcut_character) if item.hit is not None else None
+
+        stream = lookups()
+        first_miss: _Known | None = None
+        for item in stream:  # answer from the cache until an image needs the model
+            if item.hit is None:
+                first_miss = item
+                break
+            yield Prediction(item.source, probs=item.hit.probs), labels, mcut_of(item), True
+        if first_miss is None:
+            return
+        loaded = self.load(model)
+        rest = itertools.chain([first_miss], stream)
+        for pred in iter_predictions(loaded, rest, batch_size=batch_size, cancel=cancel, loader=load):
+            item = pred.source
+            cached = item.hit is not None
+            if pred.error is None and not cached and self.cache is not None and item.digest is not None:
+                self.cache.put(item.digest, mkey, pred.probs, loaded.labels)
+            yield Prediction(item.source, pred.probs, pred.error), labels, mcut_of(item), cached
 
     def tag_many(
         self,
@@ -108,15 +228,19 @@ class Tagger:
         cancel: threading.Event | None = None,
     ) -> Iterator[ImageTags | ImageError]:
         """Tag a stream of images in order; a failed image yields its ImageError and the stream goes on."""
-        loaded = self.load(model)
         opts = options or TagOptions()
         last = time.perf_counter()
-        pred: Prediction[Any]
-        for pred in iter_predictions(loaded, sources, batch_size=batch_size, cancel=cancel):
+        name = provider = ""
+        for pred, labels, mcut, cached in self.iter_probs(model, sources, opts, batch_size=batch_size, cancel=cancel):
             now = time.perf_counter()
             if pred.error is not None:
                 yield pred.error
             else:
-                result = postprocess(pred.probs, loaded.labels, opts)
-                yield ImageTags(pred.source, result, loaded.name, loaded.provider_label, now - last, pred.probs)
+                if not cached and not provider:
+                    loaded = self.load(model)
+                    name, provider = loaded.name, loaded.provider_label
+                result = postprocess(pred.probs, labels, opts, mcut=mcut)
+                yield ImageTags(
+                    pred.source, result, name or model, "cache" if cached else provider, now - last, pred.probs, cached
+                )
             last = now

@@ -75,8 +75,14 @@ def _passing(probs: np.ndarray, idx: np.ndarray, threshold: float) -> list[tuple
     return [(int(idx[k]), float(p[k])) for k in keep]
 
 
-def postprocess(probs: np.ndarray, labels: Labels, opts: TagOptions) -> TagResult:
-    """Apply thresholds (or MCut), excludes, ordering, limits and formatting to one probability vector."""
+def postprocess(
+    probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
+) -> TagResult:
+    """Apply thresholds (or MCut), excludes, ordering, limits and formatting to one probability vector.
+
+    ``mcut`` gives the (general, character) MCut points when they were computed from a fuller vector
+    than ``probs`` (the probability cache stores only values above a floor).
+    """
     probs = np.asarray(probs).reshape(-1)
     if len(probs) != len(labels):
         raise ValueError(f"got {len(probs)} probabilities for {len(labels)} tags")
@@ -86,10 +92,10 @@ def postprocess(probs: np.ndarray, labels: Labels, opts: TagOptions) -> TagResul
 
     g_thr = opts.general_threshold
     if opts.general_mcut:
-        g_thr = mcut_threshold(probs[labels.general])
+        g_thr = mcut[0] if mcut else mcut_threshold(probs[labels.general])
     c_thr = opts.character_threshold
     if opts.character_mcut:
-        c_thr = max(mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
+        c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
 
     excluded = {normalize_tag(t) for t in opts.exclude_tags}
     chosen = [

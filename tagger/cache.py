@@ -1,0 +1,240 @@
+"""The probability cache: an embedded SQLite database of what a model said about an image.
+
+Keyed by the image's content hash and the model (id, revision and file identity), it holds every
+probability at or above ``floor`` exactly (float32) plus the two MCut thresholds computed from the full
+vector, so every option (thresholds >= floor, MCut, excludes, formatting) is reproduced exactly without
+the model. Entries are compact: a few hundred (index, value) pairs, zlib-compressed.
+
+Safe with concurrent readers and one writer (WAL mode, busy timeout). A corrupt or foreign file is set
+aside (renamed) and rebuilt with a warning, never a crash; a size cap evicts the oldest entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import sqlite3
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tagger.labels import Labels
+from tagger.options import TagOptions
+from tagger.postprocess import CHARACTER_MCUT_FLOOR, mcut_threshold
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x57443134  # "WD14": marks the file as ours; anything else is foreign and set aside
+SCHEMA_VERSION = 1
+DEFAULT_FLOOR = 0.01  # thresholds below this (nobody's) make the model answer instead
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+
+def content_hash(data: bytes) -> str:
+    """The cache key of an image: BLAKE2b-128 of its bytes (fast, and collisions are not a concern here)."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class CachedProbs:
+    """A stored prediction: dense probabilities (exact at or above ``floor``, zero below) and MCut points."""
+
+    probs: np.ndarray
+    floor: float
+    mcut_general: float
+    mcut_character: float
+
+    def serves(self, opts: TagOptions) -> bool:
+        """True when every tag these options select is at or above the floor, so the answer is exact."""
+        g = self.mcut_general if opts.general_mcut else opts.general_threshold
+        c = max(self.mcut_character, CHARACTER_MCUT_FLOOR) if opts.character_mcut else opts.character_threshold
+        return g >= self.floor and c >= self.floor
+
+
+def encode(probs: np.ndarray, labels: Labels, floor: float) -> tuple[bytes, float, float]:
+    probs = np.asarray(probs, dtype=np.float32).reshape(-1)
+    keep = probs >= floor
+    keep[labels.rating] = True  # ratings always, whatever their value
+    idx = np.flatnonzero(keep)
+    gaps = np.diff(idx, prepend=0).astype(np.uint16 if len(probs) < 65536 else np.uint32)  # small: compress well
+    blob = zlib.compress(gaps.tobytes() + probs[idx].tobytes(), 6)
+    return blob, mcut_threshold(probs[labels.general]), mcut_threshold(probs[labels.character])
+
+
+def decode(blob: bytes, n_tags: int, floor: float, mg: float, mc: float) -> CachedProbs:
+    raw = zlib.decompress(blob)
+    itemsize = 2 if n_tags < 65536 else 4
+    count = len(raw) // (itemsize + 4)
+    gaps = np.frombuffer(raw[: count * itemsize], dtype=np.uint16 if itemsize == 2 else np.uint32)
+    idx = np.cumsum(gaps, dtype=np.int64)
+    vals = np.frombuffer(raw[count * itemsize :], dtype=np.float32)
+    dense = np.zeros(n_tags, dtype=np.float32)
+    dense[idx] = vals
+    return CachedProbs(dense, floor, mg, mc)
+
+
+class ProbCache:
+    """One SQLite file; share one instance per process (it serialises its own writes)."""
+
+    def __init__(self, path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, floor: float = DEFAULT_FLOOR):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.floor = floor
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
+        self._writes = 0
+
+    # -- connection -----------------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._open()
+        except sqlite3.DatabaseError as e:
+            self._set_aside(f"unreadable ({e})")
+            conn = self._open()
+        self._conn = conn
+        return conn
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and (app_id != APPLICATION_ID or "entries" not in tables):
+                conn.close()
+                self._set_aside(f"not a tagger cache (application id {app_id:#x}, tables {sorted(tables)})")
+                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if tables and app_id == APPLICATION_ID and version != SCHEMA_VERSION:
+                conn.execute("DROP TABLE IF EXISTS entries")
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS entries ("
+                " image TEXT NOT NULL, model TEXT NOT NULL, n_tags INTEGER NOT NULL, floor REAL NOT NULL,"
+                " mcut_general REAL NOT NULL, mcut_character REAL NOT NULL, data BLOB NOT NULL,"
+                " created REAL NOT NULL, PRIMARY KEY (image, model)) WITHOUT ROWID"
+            )
+            conn.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries(created)")
+            conn.execute("SELECT count(*) FROM entries").fetchone()  # reads a page: surfaces corruption now
+        except sqlite3.DatabaseError:
+            conn.close()
+            raise
+        return conn
+
+    def _set_aside(self, why: str) -> None:
+        aside = self.path.with_name(f"{self.path.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        log.warning("probability cache %s is %s: moved to %s and rebuilt", self.path, why, aside)
+        with contextlib.suppress(OSError):
+            self.path.replace(aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                self.path.with_name(self.path.name + suffix).unlink()
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._connect()
+            except sqlite3.DatabaseError as e:  # corrupted while open: set aside, next call rebuilds
+                self.close()
+                self._set_aside(f"damaged ({e})")
+                raise CacheUnavailable(str(e)) from e
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+                self._conn = None
+
+    # -- entries --------------------------------------------------------------------------------------
+    def get(self, image: str, model: str) -> CachedProbs | None:
+        try:
+            with self._db() as db:
+                row = db.execute(
+                    "SELECT n_tags, floor, mcut_general, mcut_character, data FROM entries WHERE image=? AND model=?",
+                    (image, model),
+                ).fetchone()
+        except CacheUnavailable:
+            return None
+        if row is None:
+            return None
+        n, floor, mg, mc, blob = row
+        try:
+            return decode(blob, n, floor, mg, mc)
+        except (zlib.error, ValueError, IndexError):
+            log.warning("probability cache: a damaged entry for %s was ignored", image)
+            return None
+
+    def put(self, image: str, model: str, probs: np.ndarray, labels: Labels) -> None:
+        blob, mg, mc = encode(probs, labels, self.floor)
+        try:
+            with self._db() as db:
+                db.execute(
+                    "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (image, model, len(labels), self.floor, mg, mc, blob, time.time()),
+                )
+                self._writes += 1
+                if self._writes % 256 == 0:
+                    self._enforce_cap(db)
+        except CacheUnavailable:
+            return
+
+    def _enforce_cap(self, db: sqlite3.Connection) -> None:
+        size = self.size_bytes(db)
+        if size <= self.max_bytes:
+            return
+        count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+        drop = max(1, int(count * (1 - 0.8 * self.max_bytes / size)))
+        db.execute(
+            "DELETE FROM entries WHERE (image, model) IN (SELECT image, model FROM entries ORDER BY created LIMIT ?)",
+            (drop,),
+        )
+        log.info("probability cache over %d bytes: dropped the %d oldest entries", self.max_bytes, drop)
+
+    def size_bytes(self, db: sqlite3.Connection | None = None) -> int:
+        def measure(conn: sqlite3.Connection) -> int:
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            return (pages - free) * conn.execute("PRAGMA page_size").fetchone()[0]
+
+        if db is not None:
+            return measure(db)
+        with self._db() as conn:
+            return measure(conn)
+
+    def stats(self) -> dict[str, object]:
+        with self._db() as db:
+            count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            models = [r[0] for r in db.execute("SELECT DISTINCT model FROM entries")]
+            return {"path": str(self.path), "entries": count, "bytes": self.size_bytes(db), "models": models}
+
+    def clear(self) -> int:
+        with self._db() as db:
+            n = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            db.execute("DELETE FROM entries")
+            db.execute("VACUUM")
+            return n
+
+
+class CacheUnavailable(Exception):
+    """The cache could not be used for this call (it was set aside); callers go on without it."""

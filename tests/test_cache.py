@@ -1,0 +1,203 @@
+"""The probability cache: exact re-thresholding without the model, robustness of the SQLite file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tagger.batch import BatchConfig, run_batch
+from tagger.cache import ProbCache, content_hash
+from tagger.engine import Tagger
+from tagger.labels import Labels
+from tagger.options import TagOptions
+from tagger.postprocess import postprocess
+
+RNG = np.random.default_rng(7)
+BIG = Labels.from_rows(
+    [(r, 9) for r in ("general", "sensitive", "questionable", "explicit")]
+    + [(f"tag_{i}", 4 if i % 7 == 3 else 0) for i in range(3000)]
+)
+
+
+def realistic_probs(n: int) -> np.ndarray:
+    """Mostly tiny probabilities with a few confident ones, like a real tagger's output."""
+    p = RNG.beta(0.08, 6.0, size=n).astype(np.float32)
+    hot = RNG.choice(n, size=40, replace=False)
+    p[hot] = RNG.uniform(0.2, 1.0, size=40).astype(np.float32)
+    return p
+
+
+OPTION_SETS = [
+    TagOptions(),
+    TagOptions(general_threshold=0.05, character_threshold=0.3),
+    TagOptions(general_threshold=0.01),
+    TagOptions(general_mcut=True, character_mcut=True),
+    TagOptions(exclude_tags=("tag_1", "tag 2"), weights=True, sort="alpha", max_tags=12, include_rating=True),
+    TagOptions(replace_underscores=False, escape=False, additional_tags=("x",)),
+]
+
+
+def test_cached_results_are_identical_for_every_option(tmp_path):
+    cache = ProbCache(tmp_path / "c.sqlite3")
+    for i in range(30):
+        probs = realistic_probs(len(BIG))
+        cache.put(f"img{i}", "m", probs, BIG)
+        hit = cache.get(f"img{i}", "m")
+        assert hit is not None
+        for opts in OPTION_SETS:
+            assert hit.serves(opts)
+            cached = postprocess(hit.probs, BIG, opts, mcut=(hit.mcut_general, hit.mcut_character))
+            assert cached == postprocess(probs, BIG, opts), (i, opts)
+    assert not cache.get("img0", "other-model")
+    assert not cache.get("nope", "m")
+    # a threshold under the floor cannot be served exactly: the caller must run the model
+    assert not hit.serves(TagOptions(general_threshold=0.005))
+
+
+def test_entries_are_compact(tmp_path):
+    cache = ProbCache(tmp_path / "c.sqlite3")
+    labels = Labels.from_rows([(f"t{i}", 9 if i < 4 else 0) for i in range(10861)])
+    for i in range(200):
+        cache.put(f"i{i}", "m", realistic_probs(10861), labels)
+    per_entry = cache.size_bytes() / 200
+    assert per_entry < 10861 * 4 / 4, f"{per_entry:.0f} bytes per entry: not compact"
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[Path]:
+    out = []
+    for i, rgb in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 200, 200), (10, 10, 10)]):
+        out.append(tmp_path / "imgs" / f"{i}.png")
+        out[-1].parent.mkdir(exist_ok=True)
+        Image.new("RGB", (40, 40), rgb).save(out[-1])
+    return out
+
+
+def test_engine_reinterrogates_from_cache(model_root, tmp_path, images):
+    cache = ProbCache(tmp_path / "c.sqlite3")
+    t = Tagger(model_root, "cpu", download=False, cache=cache)
+    first = t.tag_image("test-model", images[0])
+    assert not first.cached and first.provider == "CPU"
+    t.unload_all()
+    again = t.tag_image("test-model", images[0], TagOptions(general_threshold=0.55, weights=True))
+    assert again.cached and again.provider == "cache" and t.loaded() == []
+    direct = Tagger(model_root, "cpu", download=False).tag_image(
+        "test-model", images[0], TagOptions(general_threshold=0.55, weights=True)
+    )
+    assert again.result == direct.result
+    # PIL images (the UI's input) and bytes (the API's) are keyed by content too
+    with Image.open(images[1]) as im:
+        pil = im.convert("RGB")
+    assert not t.tag_image("test-model", pil).cached and t.tag_image("test-model", pil.copy()).cached
+    data = images[2].read_bytes()
+    assert not t.tag_image("test-model", data).cached and t.tag_image("test-model", data).cached
+    # under the floor, the model answers
+    assert not t.tag_image("test-model", images[0], TagOptions(general_threshold=0.001)).cached
+
+
+def test_a_changed_model_file_misses(model_root, tmp_path, images):
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(model_root / "test-model", models / "m")
+    cache = ProbCache(tmp_path / "c.sqlite3")
+    t = Tagger(models, "cpu", download=False, cache=cache)
+    t.tag_image("m", images[0])
+    assert t.tag_image("m", images[0]).cached
+    st = (models / "m" / "model.onnx").stat()
+    os.utime(models / "m" / "model.onnx", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert not t.tag_image("m", images[0]).cached
+
+
+def test_batch_rethreshold_without_the_model(model_root, tmp_path, images):
+    cache_path = tmp_path / "c.sqlite3"
+    folder = images[0].parent
+    run_batch(Tagger(model_root, "cpu", cache=ProbCache(cache_path)), "test-model", BatchConfig([folder]), TagOptions())
+    new_opts = TagOptions(general_threshold=0.5, exclude_tags=("solo",), weights=True)
+    fresh = Tagger(model_root, "cpu", cache=ProbCache(cache_path))
+    s = run_batch(fresh, "test-model", BatchConfig([folder], existing="overwrite"), new_opts)
+    assert s.tagged == 5 and fresh.loaded() == [], "the model must not be loaded when every image is cached"
+    reference = Tagger(model_root, "cpu")
+    for img in images:
+        assert img.with_suffix(".txt").read_text() == reference.tag_image("test-model", img, new_opts).result.prompt
+    # a mix: one new image needs the model, the cached ones keep their order
+    Image.new("RGB", (40, 40), (255, 0, 255)).save(folder / "9.png")
+    out = list(fresh.tag_many("test-model", sorted(folder.glob("*.png")), new_opts))
+    assert [o.cached for o in out] == [True] * 5 + [False]
+    assert [Path(o.source).name for o in out] == ["0.png", "1.png", "2.png", "3.png", "4.png", "9.png"]
+
+
+def test_corrupt_file_is_set_aside_and_rebuilt(tmp_path, caplog):
+    path = tmp_path / "c.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    cache = ProbCache(path)
+    with caplog.at_level(logging.WARNING):
+        cache.put("a", "m", realistic_probs(len(BIG)), BIG)
+    assert cache.get("a", "m") is not None
+    assert any("moved to" in r.message for r in caplog.records)
+    assert len(list(tmp_path.glob("c.sqlite3.broken-*"))) == 1
+
+
+def test_foreign_database_is_set_aside(tmp_path):
+    path = tmp_path / "c.sqlite3"
+    with sqlite3.connect(path) as other:
+        other.execute("CREATE TABLE important(x)")
+        other.execute("INSERT INTO important VALUES (42)")
+    cache = ProbCache(path)
+    cache.put("a", "m", realistic_probs(len(BIG)), BIG)
+    assert cache.stats()["entries"] == 1
+    aside = next(tmp_path.glob("c.sqlite3.broken-*"))
+    with sqlite3.connect(aside) as other:
+        assert other.execute("SELECT x FROM important").fetchone() == (42,)
+
+
+def test_concurrent_readers_and_writers(tmp_path):
+    path = tmp_path / "c.sqlite3"
+    writer, reader = ProbCache(path), ProbCache(path)  # two connections, as two processes would have
+    probs = {f"k{i}": realistic_probs(len(BIG)) for i in range(60)}
+    errors: list[BaseException] = []
+
+    def write():
+        try:
+            for k, p in probs.items():
+                writer.put(k, "m", p, BIG)
+        except BaseException as e:
+            errors.append(e)
+
+    def read():
+        try:
+            for _ in range(5):
+                for k, p in probs.items():
+                    hit = reader.get(k, "m")
+                    if hit is not None:
+                        assert np.array_equal(hit.probs[p >= 0.01], p[p >= 0.01])
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert reader.stats()["entries"] == 60
+
+
+def test_size_cap_and_clear(tmp_path):
+    cache = ProbCache(tmp_path / "c.sqlite3", max_bytes=64 * 1024)
+    for i in range(600):
+        cache.put(f"k{i}", "m", realistic_probs(len(BIG)), BIG)
+    stats = cache.stats()
+    assert stats["entries"] < 600 and cache.get("k599", "m") is not None and cache.get("k0", "m") is None
+    assert cache.clear() == stats["entries"] and cache.stats()["entries"] == 0
+
+
+def test_content_hash_is_of_bytes():
+    assert content_hash(b"abc") == content_hash(bytearray(b"abc")) != content_hash(b"abd")
