@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from tagger import __version__
+from tagger import __version__, paths
 from tagger.catalog import DEFAULT_MODEL
 from tagger.errors import ImageError, OptionsError, TaggerError
 from tagger.options import TagOptions, parse_tag_list
@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to print for images tagged without caption files",
     )
     tag.add_argument("--offline", action="store_true", help="never download; use only files already here")
+    tag.add_argument("--cache", metavar="FILE", help="probability cache (default: $TAGGER_CACHE or per-user)")
+    tag.add_argument("--no-cache", action="store_true", help="neither read nor write the probability cache")
     cap = tag.add_argument_group(
         "caption files",
         "Given a folder, or any of these options, captions are written beside each image "
@@ -130,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tag_options(tag)
     _common(tag)
 
+    cache = sub.add_parser("cache", help="show or clear the probability cache")
+    cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
+    cache.add_argument("--cache", metavar="FILE", help="cache file (default: $TAGGER_CACHE or per-user)")
+
     models = sub.add_parser("models", help="list models, or download one")
     models.add_argument("action", nargs="?", choices=("list", "download"), default="list")
     models.add_argument("name", nargs="?", help="model to download")
@@ -152,14 +158,20 @@ def _caption_mode(args: argparse.Namespace) -> bool:
 
 
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger.cache import ProbCache
     from tagger.engine import Tagger
 
+    def on_load(loaded: Any) -> None:
+        _print_err(f"model {loaded.name} on {loaded.provider_label} ({loaded.threads} threads)")
+        if loaded.device_note:
+            _print_err(loaded.device_note)
+
     opts = options_from_args(args)
-    tagger = Tagger(args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty())
-    loaded = tagger.load(args.model)
-    _print_err(f"model {loaded.name} on {loaded.provider_label} ({loaded.threads} threads)")
-    if loaded.device_note:
-        _print_err(loaded.device_note)
+    cache = None if args.no_cache else ProbCache(paths.cache_path(args.cache))
+    tagger = Tagger(
+        args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty(), cache=cache,
+        on_load=on_load,
+    )  # fmt: skip
     if _caption_mode(args):
         return _tag_to_captions(tagger, args, opts)
     failed = 0
@@ -255,8 +267,22 @@ class _ProgressReporter:
             self.bar = None
 
 
+def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger.cache import ProbCache
+
+    cache = ProbCache(paths.cache_path(args.cache))
+    if args.action == "clear":
+        _emit(out, f"removed {cache.clear()} entries from {cache.path}")
+        return EXIT_OK
+    st = cache.stats()
+    _emit(out, f"{st['path']}: {st['entries']} entries, {int(st['bytes']) / 1e6:.1f} MB")  # type: ignore[call-overload]
+    for m in st["models"]:  # type: ignore[attr-defined]
+        _emit(out, f"  {m}")
+    return EXIT_OK
+
+
 def cmd_models(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger import hub, paths
+    from tagger import hub
 
     models_dir = paths.models_dir(args.models_dir)
     if args.action == "download":
@@ -285,7 +311,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     out = out or sys.stdout
-    handlers = {"tag": cmd_tag, "models": cmd_models}
+    handlers = {"tag": cmd_tag, "models": cmd_models, "cache": cmd_cache}
     try:
         return handlers[args.command](args, out)
     except OptionsError as e:

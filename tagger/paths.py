@@ -31,3 +31,16 @@ def models_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return user_data_dir() / "models"
+
+
+ENV_CACHE = "TAGGER_CACHE"
+
+
+def cache_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The probability cache file: ``explicit`` (``--cache``), else ``$TAGGER_CACHE``, else per-user."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(ENV_CACHE)
+    if env:
+        return Path(env).expanduser()
+    return user_data_dir() / "cache" / "probs.sqlite3"

@@ -29,3 +29,9 @@ def solid_image(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test (and the CLI subprocesses it starts) gets its own probability cache, never the user's."""
+    monkeypatch.setenv("TAGGER_CACHE", str(tmp_path_factory.mktemp("cache") / "probs.sqlite3"))

@@ -201,3 +201,35 @@ def test_size_cap_and_clear(tmp_path):
 
 def test_content_hash_is_of_bytes():
     assert content_hash(b"abc") == content_hash(bytearray(b"abc")) != content_hash(b"abd")
+
+
+def test_cli_second_run_answers_from_cache(model_root, tmp_path, images):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    cache = tmp_path / "cli-cache.sqlite3"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        base = [sys.executable, "-m", "tagger", "tag", str(images[0]), "--models-dir", str(model_root)]
+        cmd = [*base, "--model", "test-model", "--cache", str(cache), *args]
+        return subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=120)
+
+    first = cli()
+    assert "model test-model on CPU" in first.stderr
+    second = cli("--general-threshold", "0.55")
+    assert second.returncode == 0 and "model test-model" not in second.stderr  # the model was never loaded
+    assert second.stdout != first.stdout and "long hair" not in second.stdout
+    nocache = cli("--general-threshold", "0.55", "--no-cache")
+    assert nocache.stdout == second.stdout and "model test-model on CPU" in nocache.stderr
+    info = subprocess.run(
+        [sys.executable, "-m", "tagger", "cache", "--cache", str(cache)], cwd=root, capture_output=True, text=True
+    )
+    assert "1 entries" in info.stdout and "local:test-model" in info.stdout
+    cleared = subprocess.run(
+        [sys.executable, "-m", "tagger", "cache", "clear", "--cache", str(cache)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert "removed 1 entries" in cleared.stdout
