@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     cache = sub.add_parser("cache", help="show or clear the probability cache")
     cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
     cache.add_argument("--cache", metavar="FILE", help="cache file (default: $TAGGER_CACHE or per-user)")
+    cache.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
 
     models = sub.add_parser("models", help="list models, or download one")
     models.add_argument("action", nargs="?", choices=("list", "download"), default="list")
