@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tag_options(tag)
     _common(tag)
 
+    serve = sub.add_parser("serve", help="serve the Tagger page and the HTTP API (standalone, no WebUI)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=7861, help="port (default 7861)")
+    serve.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    _common(serve)
+
     cache = sub.add_parser("cache", help="show or clear the probability cache")
     cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
     cache.add_argument("--cache", metavar="FILE", help="cache file (default: $TAGGER_CACHE or per-user)")
@@ -268,6 +274,16 @@ class _ProgressReporter:
             self.bar = None
 
 
+def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        from tagger.server import serve
+    except ImportError as e:
+        _print_err(f"error: the page needs the ui and api extras ({e.name} is missing): pip install -e '.[ui,api]'")
+        return EXIT_USAGE
+    serve(host=args.host, port=args.port, models_dir=args.models_dir, device=args.device)
+    return EXIT_OK
+
+
 def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.cache import ProbCache
 
@@ -312,7 +328,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     out = out or sys.stdout
-    handlers = {"tag": cmd_tag, "models": cmd_models, "cache": cmd_cache}
+    handlers = {"tag": cmd_tag, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
     try:
         return handlers[args.command](args, out)
     except OptionsError as e:
