@@ -275,12 +275,13 @@ class _ProgressReporter:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger.server import serve
+
     try:
-        from tagger.server import serve
+        serve(host=args.host, port=args.port, models_dir=args.models_dir, device=args.device)
     except ImportError as e:
         _print_err(f"error: the page needs the ui and api extras ({e.name} is missing): pip install -e '.[ui,api]'")
         return EXIT_USAGE
-    serve(host=args.host, port=args.port, models_dir=args.models_dir, device=args.device)
     return EXIT_OK
 
 
