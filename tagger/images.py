@@ -48,6 +48,9 @@ _EXIF_ORIENTATION = 0x0112
 # Formats never opened: Pillow hands EPS to Ghostscript, an external interpreter, on load.
 _UNSAFE_FORMATS = frozenset({"EPS"})
 _BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
+# Formats whose mode "I" images hold 16-bit samples, however dark: Pillow < 10.3 opens 16-bit greyscale
+# PNGs as "I" (not "I;16"), and every Pillow opens PGM/PPM with more than 8 bits as "I" scaled to 0..65535.
+_SIXTEEN_BIT_I_FORMATS = frozenset({"PNG", "PPM"})
 
 
 def image_extensions() -> frozenset[str]:
@@ -191,36 +194,38 @@ def _finish(img: Image.Image, label: str, max_pixels: int | None, *, owned: bool
         raise ImageError(label, f"not enough memory to decode a {width}x{height} image") from None
     except Exception as exc:
         raise ImageError(label, f"the file is truncated or damaged ({_describe(exc)})") from exc
-    img = _apply_exif_orientation(img, label, in_place=owned)
+    sixteen_bit = _holds_sixteen_bit(img)  # read before orienting: a transposed copy has no format
+    img = _apply_exif_orientation(img, label)
     try:
-        return _to_rgb_on_white(img)
+        return _to_rgb_on_white(img, sixteen_bit=sixteen_bit)
     except MemoryError:
         raise ImageError(label, f"not enough memory to convert a {width}x{height} image") from None
     except Exception as exc:
         raise ImageError(label, f"cannot convert {img.mode} pixels to RGB ({_describe(exc)})") from exc
 
 
-def _apply_exif_orientation(img: Image.Image, label: str, *, in_place: bool) -> Image.Image:
+def _apply_exif_orientation(img: Image.Image, label: str) -> Image.Image:
     try:
         orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
         if orientation not in range(2, 9):
             return img
-        if in_place:
-            ImageOps.exif_transpose(img, in_place=True)
-            return img
+        # A new image, never the caller's. Not ``in_place=True``: Pillow < 10 has no such argument.
         return ImageOps.exif_transpose(img)
     except Exception as exc:  # broken EXIF must not cost the image
         logger.warning("%s: ignoring unreadable EXIF orientation (%s)", label, _describe(exc))
         return img
 
 
-def _to_rgb_on_white(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; transparent pixels become white (alpha-composited)."""
+def _to_rgb_on_white(img: Image.Image, *, sixteen_bit: bool = False) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparent pixels become white (alpha-composited).
+
+    ``sixteen_bit``: a mode "I" image holds 16-bit samples (see ``_holds_sixteen_bit``).
+    """
     mode = img.mode
     if mode == "RGB" and "transparency" not in img.info:
         return img
     if mode in ("I", "F") or mode.startswith("I;16"):
-        return _numeric_to_rgb(img)
+        return _numeric_to_rgb(img, sixteen_bit=sixteen_bit or _holds_sixteen_bit(img))
     if mode == "La":  # premultiplied; Pillow has no direct La -> RGBA conversion
         lum, alpha = img.split()
         return _composite_on_white(Image.merge("RGBa", (lum, lum, lum, alpha)).convert("RGBA"))
@@ -240,13 +245,18 @@ def _composite_on_white(rgba: Image.Image) -> Image.Image:
     return Image.alpha_composite(canvas, rgba).convert("RGB")
 
 
-def _numeric_to_rgb(img: Image.Image) -> Image.Image:
+def _holds_sixteen_bit(img: Image.Image) -> bool:
+    return img.mode == "I" and img.format in _SIXTEEN_BIT_I_FORMATS
+
+
+def _numeric_to_rgb(img: Image.Image, *, sixteen_bit: bool = False) -> Image.Image:
     """16-bit, 32-bit integer and float greyscale to RGB, scaled by the mode's nominal range.
 
     Pillow's own conversions clip these to 0..255, which turns a 16-bit greyscale PNG white.
+    Other "I" images have no nominal range: it is guessed from their maximum.
     """
     raw = np.asarray(img)
-    if img.mode.startswith("I;16"):
+    if img.mode.startswith("I;16") or sixteen_bit:
         scaled = raw.astype(np.float32) / 257.0
     elif img.mode == "I":
         peak = int(raw.max()) if raw.size else 0

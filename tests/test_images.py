@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image
 
@@ -26,6 +27,7 @@ from tagger.images import (
     reference_tensor,
 )
 
+PILLOW = tuple(int(part) for part in PIL.__version__.split(".")[:2])
 S = 448
 MAX_MAD = 0.5  # the contract: mean |prepare - reference_tensor| on the 0..255 scale
 WHITE = (255, 255, 255)
@@ -163,11 +165,15 @@ def test_cmyk_jpeg(tmp_path: Path) -> None:
     assert _close(_px(out, (13, 8)), WHITE, 6)
 
 
+# Pillow < 10.3 opens 16-bit greyscale PNGs as 32-bit "I" (python-pillow/Pillow#7849).
+GREY16_PNG_MODE = "I;16" if PILLOW >= (10, 3) else "I"
+
+
 def test_sixteen_bit_grey_png_is_scaled_not_white(tmp_path: Path) -> None:
     values = np.linspace(0, 65535, 64 * 16).astype(np.uint16).reshape(16, 64)
     path = tmp_path / "grey16.png"
-    Image.fromarray(values).save(path)
-    assert Image.open(path).mode == "I;16"
+    path.write_bytes(_png16(values, 0))  # 16-bit greyscale on every Pillow
+    assert Image.open(path).mode == GREY16_PNG_MODE
     naive = np.asarray(Image.open(path).convert("RGB"))
     assert (naive == 255).mean() > 0.9  # what a plain convert("RGB") gives: nearly all white
     out = np.asarray(load_image(path))
@@ -175,6 +181,30 @@ def test_sixteen_bit_grey_png_is_scaled_not_white(tmp_path: Path) -> None:
     assert np.abs(out[:, :, 0] - expected).max() <= 1
     assert (out[:, :, 0] == out[:, :, 2]).all()
     assert 120 < out.mean() < 135
+
+
+def test_dark_sixteen_bit_grey_png_stays_dark(tmp_path: Path) -> None:
+    # At most 250 of 65535: black. As mode "I" (Pillow < 10.3) nothing but the format says 16-bit.
+    values = np.array([[0, 100, 200, 250]] * 2, np.uint16)
+    path = tmp_path / "dark16.png"
+    path.write_bytes(_png16(values, 0))
+    assert Image.open(path).mode == GREY16_PNG_MODE
+    assert [_px(load_image(path), (x, 0))[0] for x in range(4)] == [0, 0, 1, 1]
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = tmp_path / "dark16_rot6.png"  # oriented: the transposed copy has no format to go by
+    rotated.write_bytes(_png16(values, 0, b"eXIf" + exif.tobytes()[len(b"Exif\x00\x00") :]))
+    out = load_image(rotated)
+    assert out.size == (2, 4)
+    assert [_px(out, (0, y))[0] for y in range(4)] == [0, 0, 1, 1]
+
+
+def test_sixteen_bit_pgm_is_scaled_by_its_range() -> None:
+    dark = np.array([[0, 100, 200]], ">u2")  # Pillow opens it as "I", scaled to 0..65535
+    out = load_image(b"P5 3 1 65535\n" + dark.tobytes())
+    assert [_px(out, (x, 0))[0] for x in range(3)] == [0, 0, 1]
+    out = load_image(b"P5 3 1 1000\n" + np.array([[0, 500, 1000]], ">u2").tobytes())
+    assert [_px(out, (x, 0))[0] for x in range(3)] == [0, 128, 255]
 
 
 def test_sixteen_bit_grey_png_colour_key_becomes_white(tmp_path: Path) -> None:
@@ -235,13 +265,29 @@ def test_sixteen_bit_rgb_and_rgba_png(tmp_path: Path) -> None:
 
 
 def test_ycbcr_lab_hsv(tmp_path: Path) -> None:
-    ycc = _save(tmp_path / "ycbcr.tif", Image.new("RGB", (4, 4), (255, 0, 0)).convert("YCbCr"))
-    assert Image.open(ycc).mode == "YCbCr"
-    assert _close(_px(load_image(ycc), (1, 1)), (255, 0, 0), 2)
+    red = Image.new("RGB", (16, 16), (255, 0, 0)).convert("YCbCr")
+    assert _close(_px(load_image(red), (1, 1)), (255, 0, 0), 2)
+    for compression in ("jpeg", "tiff_lzw"):  # decoded by libtiff (to RGB) on every Pillow
+        ycc = _save(tmp_path / f"ycbcr_{compression}.tif", red, compression=compression)
+        assert Image.open(ycc).tag_v2[262] == 6  # PhotometricInterpretation: YCbCr
+        assert _close(_px(load_image(ycc), (1, 1)), (255, 0, 0), 3)
+    ycc = _save(tmp_path / "ycbcr.jpg", red, quality=95)
+    assert _close(_px(load_image(ycc), (1, 1)), (255, 0, 0), 3)
     lab = _save(tmp_path / "lab.tif", Image.new("LAB", (4, 4), (255, 128, 128)))
     assert _close(_px(load_image(lab), (1, 1)), WHITE, 2)
     hsv = Image.new("HSV", (4, 4), (0, 255, 255))
     assert _px(load_image(hsv), (1, 1)) == (255, 0, 0)
+
+
+@pytest.mark.skipif(
+    PILLOW < (10, 1),
+    reason="Pillow < 10.1 cannot read uncompressed YCbCr TIFFs, even its own: it unpacks their 3-byte "
+    "pixels as 4-byte RGBX and fails with 'image file is truncated' (fixed by python-pillow/Pillow#7415)",
+)
+def test_uncompressed_ycbcr_tiff(tmp_path: Path) -> None:
+    ycc = _save(tmp_path / "ycbcr.tif", Image.new("RGB", (4, 4), (255, 0, 0)).convert("YCbCr"))
+    assert Image.open(ycc).mode == "YCbCr"
+    assert _close(_px(load_image(ycc), (1, 1)), (255, 0, 0), 2)
 
 
 def test_palette_alpha_tiff(tmp_path: Path) -> None:
@@ -570,7 +616,8 @@ def _mode_cases(tmp_path: Path) -> dict[str, Callable[[], Image.Image]]:
         "I": file("mI.tif", Image.fromarray(grey16.astype(np.int32) * 3)),
         "F": file("mF.tif", Image.fromarray(np.asarray(scene.convert("L"), np.float32) / 255)),
         "RGB16": lambda: load_image(rgb16),
-        "YCbCr": file("mYCC.tif", scene.convert("YCbCr")),
+        "YCbCr": lambda: load_image(scene.convert("YCbCr")),
+        "YCbCr-tiff": file("mYCC.tif", scene.convert("YCbCr"), compression="tiff_lzw"),
         "gif": file("mA.gif", frames[0], save_all=True, append_images=frames[1:]),
         "exif6-jpeg": file("mExif.jpg", scene, exif=exif, quality=90),
         "tall": file("tall.png", _scene(50, 900)),
