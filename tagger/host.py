@@ -1,0 +1,104 @@
+"""What the Tagger page needs from whoever hosts it, and the standalone implementation.
+
+The page (``tagger.ui``) never imports the WebUI: it asks a ``Host`` for its defaults, where presets live,
+how to send a prompt to other tabs, and how to run GPU work so that it does not collide with anything else
+the host is doing. ``tagger.webui.WebUIHost`` implements this for AUTOMATIC1111 and Forge; ``StandaloneHost``
+below is what ``python -m tagger serve`` uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tagger import paths
+from tagger.catalog import DEFAULT_MODEL
+from tagger.options import TagOptions
+
+
+@dataclass(frozen=True)
+class HostDefaults:
+    """The page's starting values; in the WebUI they come from the "Tagger" settings section."""
+
+    model: str = DEFAULT_MODEL
+    general_threshold: float = TagOptions().general_threshold
+    character_threshold: float = TagOptions().character_threshold
+    unload_after: bool = False
+    batch_size: int = 0  # 0: the engine's choice (1 on CPU, 16 on CUDA)
+    interrogate_on_drop: bool = False
+
+    def options(self) -> TagOptions:
+        """TagOptions with the host's thresholds and the engine's defaults for everything else."""
+        return TagOptions(general_threshold=self.general_threshold, character_threshold=self.character_threshold)
+
+
+class Host:
+    """The interface the page is built against. Subclasses override what their host offers."""
+
+    name = "host"
+
+    def defaults(self) -> HostDefaults:
+        return HostDefaults()
+
+    def presets_dir(self) -> Path:
+        """Where named option sets are stored (outside any git checkout, so updates never lose them)."""
+        raise NotImplementedError
+
+    def send_targets(self) -> tuple[str, ...]:
+        """Tabs a prompt can be sent to (``("txt2img", "img2img")`` in the WebUI); empty means copy only."""
+        return ()
+
+    def send_text(self, prompt: str) -> str:
+        """The prompt as the send-to buttons hand it to the host (the WebUI protects weighted tags here)."""
+        return prompt
+
+    def add_send_buttons(self, image: Any, prompt: Any) -> list[Any]:
+        """Create the send-to buttons in the current gradio layout and wire them; return them."""
+        return []
+
+    @contextlib.contextmanager
+    def gpu_section(self, job: str) -> Iterator[None]:
+        """Hold whatever keeps GPU work from colliding with the host's own (image generation)."""
+        yield
+
+    def interrupted(self) -> bool:
+        """True when the host's own Interrupt button was pressed during our job."""
+        return False
+
+
+class StandaloneHost(Host):
+    """The host of ``python -m tagger serve``: no other tabs, presets in the per-user data folder.
+
+    ``gpu_lock`` serialises model runs of the page with those of the HTTP API when both are given the same
+    lock; the engine itself is thread-safe, the lock only keeps two large batches from competing for memory.
+    """
+
+    name = "standalone"
+
+    def __init__(
+        self,
+        defaults: HostDefaults | None = None,
+        presets_dir: str | Path | None = None,
+        gpu_lock: threading.Lock | None = None,
+    ) -> None:
+        self._defaults = defaults or HostDefaults()
+        self._presets_dir = Path(presets_dir) if presets_dir else None
+        self._lock = gpu_lock
+
+    def defaults(self) -> HostDefaults:
+        return self._defaults
+
+    def presets_dir(self) -> Path:
+        return self._presets_dir or paths.user_data_dir() / "presets"
+
+    @contextlib.contextmanager
+    def gpu_section(self, job: str) -> Iterator[None]:
+        if self._lock is None:
+            yield
+            return
+        with self._lock:
+            yield

@@ -1,0 +1,121 @@
+"""Named sets of options saved as JSON files, one per preset, in a folder the user keeps across updates.
+
+A preset holds every ``TagOptions`` field and the model name. Files are written atomically and read through
+``options_from_mapping``, so a hand-edited preset with a bad value is refused with the field named; keys
+that this version does not know (a preset saved by a newer version) are dropped and reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tagger.errors import OptionsError, TaggerError
+from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping, options_to_dict
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_BAD_NAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+MAX_NAME = 64
+
+
+class PresetError(TaggerError):
+    """A preset name is unusable, or a preset file cannot be read or written."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    options: TagOptions
+    model: str | None = None
+    ignored: tuple[str, ...] = field(default=())  # keys in the file this version does not know
+
+
+def check_name(name: str) -> str:
+    """The trimmed name, or PresetError saying why it cannot be a file name on every platform."""
+    name = (name or "").strip()
+    if not name:
+        raise PresetError("Preset name: empty; type a name first.")
+    if len(name) > MAX_NAME:
+        raise PresetError(f"Preset name: longer than {MAX_NAME} characters.")
+    if _BAD_NAME.search(name) or name.startswith(".") or name.endswith((" ", ".")):
+        raise PresetError(
+            f'Preset name {name!r}: use letters, digits, spaces, - and _ (no \\ / : * ? " < > |, '
+            "no leading or trailing dot)."
+        )
+    return name
+
+
+class PresetStore:
+    """The presets in ``folder`` (created when the first preset is saved)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{check_name(name)}.json"
+
+    def names(self) -> list[str]:
+        try:
+            files = [p for p in self.folder.iterdir() if p.suffix == ".json" and p.is_file()]
+        except OSError:
+            return []
+        return sorted((p.stem for p in files), key=str.lower)
+
+    def save(self, name: str, options: TagOptions, model: str | None = None) -> Path:
+        target = self.path(name)
+        record: dict[str, Any] = {"version": FORMAT_VERSION, "model": model, "options": options_to_dict(options)}
+        text = json.dumps(record, ensure_ascii=False, indent=2) + "\n"
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                Path(tmp).replace(target)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    Path(tmp).unlink()
+                raise
+        except OSError as e:
+            raise PresetError(f"Preset {name!r} could not be saved to {target}: {e.strerror or e}") from e
+        return target
+
+    def load(self, name: str) -> Preset:
+        target = self.path(name)
+        try:
+            record = json.loads(target.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise PresetError(f"Preset {name!r} does not exist (looked for {target}).") from e
+        except (OSError, ValueError) as e:
+            raise PresetError(f"Preset {name!r} ({target}) could not be read: {e}") from e
+        if not isinstance(record, dict) or not isinstance(record.get("options", {}), dict):
+            raise PresetError(f"Preset {name!r} ({target}) is not a preset file.")
+        raw = record.get("options", {})
+        known = {k: v for k, v in raw.items() if k in OPTION_FIELDS}
+        ignored = tuple(sorted(set(raw) - set(known)))
+        if ignored:
+            log.warning("preset %s: ignoring unknown options %s", name, ", ".join(ignored))
+        try:
+            options = options_from_mapping(known)
+        except OptionsError as e:
+            raise PresetError(f"Preset {name!r} ({target}): option {e}") from e
+        model = record.get("model")
+        return Preset(check_name(name), options, model if isinstance(model, str) and model else None, ignored)
+
+    def delete(self, name: str) -> bool:
+        try:
+            self.path(name).unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            raise PresetError(f"Preset {name!r} could not be deleted: {e.strerror or e}") from e
+        return True

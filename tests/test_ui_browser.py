@@ -1,0 +1,261 @@
+"""The standalone page in a real browser: Debian's chromium driven by Playwright, against the real app (page
+and API) served by uvicorn on 127.0.0.1, with the generated test model. Runs under gradio 3.41 (A1111 pins)
+and gradio 4.x (Forge pins) alike; the selectors below exist in both.
+
+Skipped, with the reason, when chromium or Playwright is missing (``.ci/run`` installs chromium).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+
+CHROMIUM = os.environ.get("TAGGER_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "screenshot.png"
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file() and shutil.which("chromium") is None,
+    reason=f"chromium not found at {CHROMIUM} (apt-get install chromium)",
+)
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port) in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        import uvicorn
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("ui-data")
+
+
+@pytest.fixture(scope="module")
+def server(model_root: Path, data_dir: Path) -> Iterator[LiveServer]:
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+
+    app = build_app(
+        models_dir=model_root,
+        device="cpu",
+        defaults=HostDefaults(model="test-model"),
+        presets_dir=data_dir / "presets",
+    )
+    live = LiveServer(app)
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).is_file() else shutil.which("chromium"), args=CHROMIUM_ARGS
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: LiveServer) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    pg.goto(server.url)
+    pg.wait_for_selector("#tagger_interrogate")
+    yield pg
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def images(data_dir: Path) -> dict[str, Path]:
+    out = {}
+    for name, rgb in {"red": (255, 0, 0), "green": (0, 255, 0)}.items():
+        out[name] = data_dir / f"{name}.png"
+        Image.new("RGB", (64, 48), rgb).save(out[name])
+    out["broken"] = data_dir / "broken.png"
+    out["broken"].write_bytes(out["red"].read_bytes()[:60])  # a PNG header and nothing after it
+    return out
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def prompt_of(pg: Any) -> str:
+    return pg.input_value("#tagger_prompt textarea")
+
+
+def wait_prompt(pg: Any, predicate: str) -> str:
+    """Wait until the prompt box satisfies the JS ``predicate`` on ``t`` (its text); return the text."""
+    pg.wait_for_function(
+        f"() => {{ const e = document.querySelector('#tagger_prompt textarea'); const t = e ? e.value : '';"
+        f" return {predicate}; }}"
+    )
+    return prompt_of(pg)
+
+
+def upload_and_tag(pg: Any, image: Path) -> str:
+    pg.set_input_files("#tagger_image input[type=file]", str(image))
+    pg.wait_for_selector("#tagger_image img")
+    pg.click("#tagger_interrogate")
+    return wait_prompt(pg, "t.length > 0")
+
+
+def set_number(pg: Any, elem_id: str, value: str) -> None:
+    box = pg.locator(f"#{elem_id} input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+    box.blur()
+
+
+def set_text(pg: Any, elem_id: str, value: str) -> None:
+    box = pg.locator(f"#{elem_id} textarea, #{elem_id} input[type=text]").first
+    box.fill(value)
+    box.press("Enter")  # a one-line box submits; change fires in both gradio versions
+    box.blur()
+
+
+# -- tests ---------------------------------------------------------------------------------------------------
+
+
+def test_upload_shows_expected_tags_bars_and_status(page: Any, images: dict[str, Path]) -> None:
+    prompt = upload_and_tag(page, images["red"])
+    assert prompt.startswith("red theme, solo")
+    assert "kirisame marisa" in prompt and "hatsune miku" not in prompt
+    assert "pokemon \\(creature\\)" in prompt  # escaped brackets, as the WebUI needs them
+    page.wait_for_selector('#tagger_tags [data-testid="red theme-confidence-set"]')
+    assert page.locator('#tagger_ratings [data-testid="general-confidence-set"]').count() == 1
+    status = page.inner_text("#tagger_status")
+    assert "test-model" in status and "CPU" in status
+
+
+def test_green_image_gives_the_character(page: Any, images: dict[str, Path]) -> None:
+    prompt = upload_and_tag(page, images["green"])
+    assert prompt.startswith("hatsune miku") and "red theme" not in prompt
+
+
+def test_threshold_change_changes_the_tags(page: Any, images: dict[str, Path]) -> None:
+    prompt = upload_and_tag(page, images["red"])
+    assert "long hair" in prompt
+    set_number(page, "tagger_opt_general_threshold", "0.55")  # long_hair has p=0.5
+    prompt = wait_prompt(page, "!t.includes('long hair')")
+    assert "solo" in prompt and "red theme" in prompt
+
+
+def test_exclude_removes_a_tag(page: Any, images: dict[str, Path]) -> None:
+    upload_and_tag(page, images["red"])
+    set_text(page, "tagger_opt_exclude_tags", "solo")
+    prompt = wait_prompt(page, "!t.includes('solo')")
+    assert prompt.startswith("red theme, kirisame marisa")
+
+
+def test_clicking_a_tag_excludes_it(page: Any, images: dict[str, Path]) -> None:
+    prompt = upload_and_tag(page, images["red"])
+    assert "smile" in prompt
+    page.click('#tagger_tags [data-testid="smile-confidence-set"]')
+    prompt = wait_prompt(page, "!t.includes('smile')")
+    assert "long hair" in prompt
+    assert page.input_value("#tagger_opt_exclude_tags textarea") == "smile"
+    page.wait_for_selector('#tagger_tags [data-testid="smile-confidence-set"]', state="detached")
+
+
+def test_unload_shows_no_model_loaded(page: Any, images: dict[str, Path]) -> None:
+    upload_and_tag(page, images["red"])
+    page.click("#tagger_unload_all")
+    page.wait_for_function("() => document.querySelector('#tagger_status').innerText.includes('No model loaded')")
+    page.check("#tagger_unload_after input[type=checkbox]")
+    page.click("#tagger_interrogate")
+    page.wait_for_function("() => document.querySelector('#tagger_status').innerText.includes('unloaded after use')")
+    status = page.inner_text("#tagger_status")
+    assert "No model loaded" in status and "test-model" in status
+
+
+def test_broken_image_shows_a_readable_error(page: Any, images: dict[str, Path]) -> None:
+    page.set_input_files("#tagger_image input[type=file]", str(images["broken"]))
+    page.wait_for_selector("#tagger_image img")
+    page.click("#tagger_interrogate")
+    toast = page.wait_for_selector(".toast-body")
+    text = toast.inner_text()
+    assert "could not be read" in text, text
+    assert "outputs" not in text
+
+
+def test_batch_writes_captions_and_shows_progress_and_frequencies(
+    page: Any, images: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.png", "b.png"):
+        shutil.copy(images["red"], folder / name)
+    shutil.copy(images["green"], folder / "sub" / "c.png")
+    shutil.copy(images["broken"], folder / "d.png")
+    out = tmp_path / "out"
+    page.click("#tagger_batch_tab-button, button:has-text('Batch from folder')")
+    set_text(page, "tagger_batch_input", str(folder))
+    page.check("#tagger_batch_recursive input[type=checkbox]")
+    set_text(page, "tagger_batch_output", str(out))
+    page.click("#tagger_batch_start")
+    page.wait_for_selector("#tagger_batch_summary .tagger-summary", timeout=60_000)
+    progress = page.inner_text("#tagger_batch_progress")
+    assert re.search(r"4 / 4 images", progress), progress
+    summary = page.inner_text("#tagger_batch_summary")
+    assert "3 tagged" in summary and "1 failed" in summary and "d.png" in summary
+    assert (out / "a.txt").read_text(encoding="utf-8").startswith("red theme, solo")
+    assert (out / "sub" / "c.txt").read_text(encoding="utf-8").startswith("hatsune miku")
+    assert not (out / "d.txt").exists()
+    table = page.inner_text("#tagger_batch_top")
+    assert "red theme" in table and "solo" in table
+    chart = page.inner_text("#tagger_batch_chart")
+    assert "red theme" in chart and "2 (66.7%)" in chart
+    link = page.locator("#tagger_batch_csv a").first
+    assert "tag-counts" in (link.get_attribute("href") or "") or "tag-counts" in link.inner_text()
+
+
+def test_screenshot_of_a_tagged_image(page: Any, images: dict[str, Path]) -> None:
+    """docs/screenshot.png for the README (written only when TAGGER_SCREENSHOT=1)."""
+    if os.environ.get("TAGGER_SCREENSHOT") != "1":
+        pytest.skip("set TAGGER_SCREENSHOT=1 to refresh docs/screenshot.png")
+    image = os.environ.get("TAGGER_SCREENSHOT_IMAGE")
+    upload_and_tag(page, Path(image) if image else images["red"])
+    page.set_viewport_size({"width": 1280, "height": 900})
+    page.screenshot(path=str(SCREENSHOT), full_page=False)
