@@ -1,0 +1,380 @@
+"""Installs what the Tagger extension needs into the WebUI's Python. Run by the WebUI on every launch.
+
+- Fast and silent when everything is in place: no pip, and torch is imported once per torch version (what it
+  reports is cached in the virtual environment's folder).
+- Skipped when the WebUI runs with ``--skip-install`` / ``--skip-prepare-environment`` (it then does not
+  run this file at all; for the Extensions tab's install the flags are read from ``COMMANDLINE_ARGS``) or when
+  ``TAGGER_SKIP_INSTALL=1``.
+- The dependency list is read from ``pyproject.toml`` (there is no second list). A dependency that is
+  already installed is left as it is, whatever its version: the WebUI pins Pillow, numpy, protobuf and more,
+  and pip runs with every installed package pinned (a constraints file), so nothing the host installed can be
+  up- or downgraded as a side effect.
+- ONNX Runtime: ``onnxruntime-gpu`` when torch sees CUDA, in a build whose CUDA and cuDNN major versions
+  match torch's (builds for cuDNN 8 and 9 cannot load each other's libraries), else ``onnxruntime``. Never
+  both: the CPU package hides the GPU one, so when both are found they are replaced, and this says so.
+
+Facts (onnxruntime.ai, CUDA execution provider requirements): onnxruntime-gpu 1.19 and newer on PyPI are
+built for CUDA 12 with cuDNN 9; 1.18.x and older on PyPI for CUDA 11.8 with cuDNN 8; CUDA 12 builds with
+cuDNN 8 (1.17.x, 1.18.0) are only on Microsoft's onnxruntime-cuda-12 package feed. AUTOMATIC1111 1.10 ships
+torch 2.1.2+cu121 (CUDA 12, cuDNN 8); torch 2.4 and newer bring cuDNN 9.
+
+The decisions are pure functions (``decide``, ``choose_runtime``, ``parse_dependencies``) that the tests
+cover; ``main`` only gathers facts and runs pip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+CPU, GPU = "onnxruntime", "onnxruntime-gpu"
+OTHER_RUNTIMES = ("onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-silicon", "onnxruntime-rocm")
+MIN_RUNTIME = (1, 17)  # WD14 v3 models need opset support added in 1.17
+CUDA12_CUDNN8_INDEX = "https://aiinfra.pkgs.visualstudio.com/PublicPackages/_packaging/onnxruntime-cuda-12/pypi/simple/"
+CUDA12_CUDNN8_VERSION = "1.18.0"
+# What onnxruntime(-gpu) itself requires; installed from PyPI after a --no-deps install from the feed.
+RUNTIME_DEPENDENCIES = ("coloredlogs", "flatbuffers", "numpy", "packaging", "protobuf", "sympy")
+STATE_FILE = ".tagger-install-state.json"
+
+
+# -- pure functions ------------------------------------------------------------------------------------------
+
+
+def parse_dependencies(pyproject_text: str) -> list[str]:
+    """The ``[project] dependencies`` array of a pyproject.toml (a minimal reader: Python 3.10 has no tomllib)."""
+    in_project = False
+    collected: str | None = None  # the array's text so far, once its opening line was seen
+    for raw in pyproject_text.splitlines():
+        line = _strip_comment(raw).strip()
+        if collected is None:
+            if line.startswith("["):
+                in_project = line == "[project]"
+                continue
+            m = re.match(r"dependencies\s*=\s*\[(.*)$", line) if in_project else None
+            if m is None:
+                continue
+            collected, line = "", m.group(1)
+        end = _array_end(line)
+        collected += " " + (line if end is None else line[:end])
+        if end is not None:
+            return [a or b for a, b in re.findall(r"\"([^\"]*)\"|'([^']*)'", collected)]
+    if collected is not None:
+        raise ValueError("pyproject.toml: the dependencies array is not closed")
+    raise ValueError("pyproject.toml: no [project] dependencies array")
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` inside quotes is kept)."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#":
+            return line[:i]
+    return line
+
+
+def _array_end(line: str) -> int | None:
+    """Index of the ``]`` closing the array in ``line`` (outside quotes), or None."""
+    quote = None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "]":
+            return i
+    return None
+
+
+def dist_name(requirement: str) -> str:
+    """The normalised distribution name of a requirement (``Pillow>=9.5`` -> ``pillow``)."""
+    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
+    if not m:
+        raise ValueError(f"not a requirement: {requirement!r}")
+    return re.sub(r"[-_.]+", "-", m.group(1)).lower()
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.18.0"`` -> ``(1, 18, 0)``; a local or pre-release part is ignored."""
+    parts = []
+    for p in re.split(r"[.+]", version):
+        m = re.match(r"\d+", p)
+        if not m:
+            break
+        parts.append(int(m.group()))
+    return tuple(parts)
+
+
+@dataclass(frozen=True)
+class TorchInfo:
+    """What torch reports: its version, whether it sees a CUDA device, and the CUDA/cuDNN it was built with."""
+
+    version: str
+    cuda_available: bool
+    cuda: str | None = None  # torch.version.cuda, e.g. "12.1"; None for CPU and ROCm builds
+    cudnn: int | None = None  # torch.backends.cudnn.version(), e.g. 8902 or 90100
+
+    @property
+    def cuda_major(self) -> int | None:
+        return version_tuple(self.cuda)[0] if self.cuda else None
+
+    @property
+    def cudnn_major(self) -> int | None:
+        if self.cudnn:
+            return self.cudnn // 10000 if self.cudnn >= 10000 else self.cudnn // 1000  # 8902 -> 8, 90100 -> 9
+        if self.cuda_major:  # unknown: torch 2.4 and newer bring cuDNN 9, older ones cuDNN 8
+            return 9 if version_tuple(self.version)[:2] >= (2, 4) else 8
+        return None
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    package: str  # CPU or GPU
+    requirement: str
+    index_url: str | None  # a package feed to install from instead of PyPI
+    reason: str
+
+
+def choose_runtime(torch: TorchInfo | None) -> RuntimeChoice:
+    """Which ONNX Runtime build fits the torch next to it."""
+    if torch is None or not torch.cuda_available or not torch.cuda_major:
+        why = "torch is not installed" if torch is None else "torch sees no CUDA device"
+        return RuntimeChoice(CPU, f"{CPU}>={'.'.join(map(str, MIN_RUNTIME))}", None, why)
+    cuda, cudnn = torch.cuda_major, torch.cudnn_major
+    seen = f"torch {torch.version} uses CUDA {torch.cuda} with cuDNN {cudnn}"
+    if cuda == 12 and cudnn == 9:
+        return RuntimeChoice(GPU, f"{GPU}>=1.19", None, seen)
+    if cuda == 12 and cudnn == 8:
+        return RuntimeChoice(
+            GPU,
+            f"{GPU}=={CUDA12_CUDNN8_VERSION}",
+            CUDA12_CUDNN8_INDEX,
+            f"{seen}; the CUDA 12 + cuDNN 8 build of {GPU} {CUDA12_CUDNN8_VERSION} comes from Microsoft's "
+            f"onnxruntime-cuda-12 feed (the PyPI build of that version is for CUDA 11.8)",
+        )
+    if cuda == 11 and cudnn == 8:
+        return RuntimeChoice(GPU, f"{GPU}>=1.17,<1.19", None, seen)
+    return RuntimeChoice(
+        CPU,
+        f"{CPU}>={'.'.join(map(str, MIN_RUNTIME))}",
+        None,
+        f"{seen}, and no onnxruntime-gpu build on PyPI matches that; the CPU build is used",
+    )
+
+
+def gpu_build_fits(version: str, build_cuda: str | None, torch: TorchInfo) -> bool:
+    """Whether an installed onnxruntime-gpu ``version`` (built for CUDA ``build_cuda``) fits ``torch``."""
+    v = version_tuple(version)[:3]
+    cuda_major = version_tuple(build_cuda)[0] if build_cuda else None
+    if cuda_major is not None and cuda_major != torch.cuda_major:
+        return False
+    if torch.cuda_major == 12 and torch.cudnn_major == 9:
+        return v >= (1, 19) or (v[:3] == (1, 18, 1) and cuda_major == 12)
+    if torch.cuda_major == 12 and torch.cudnn_major == 8:
+        return v[:2] >= (1, 17) and v[:3] <= (1, 18, 0) and cuda_major == 12
+    if torch.cuda_major == 11 and torch.cudnn_major == 8:
+        return (1, 17) <= v[:2] < (1, 19)
+    return False
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "uninstall" | "install"
+    packages: tuple[str, ...]
+    reason: str
+    index_url: str | None = None
+    no_deps: bool = False
+
+    def describe(self) -> str:
+        where = f" from {self.index_url}" if self.index_url else ""
+        return f"{self.kind} {' '.join(self.packages)}{where}: {self.reason}"
+
+
+def _install_runtime(choice: RuntimeChoice, installed: dict[str, str], reason: str) -> list[Action]:
+    if choice.index_url is None:
+        return [Action("install", (choice.requirement,), reason)]
+    missing = tuple(d for d in RUNTIME_DEPENDENCIES if d not in installed)
+    actions = [Action("install", (choice.requirement,), reason, choice.index_url, no_deps=True)]
+    if missing:
+        actions.append(Action("install", missing, f"what {choice.package} needs"))
+    return actions
+
+
+def decide(
+    dependencies: list[str],
+    installed: dict[str, str],
+    torch: TorchInfo | None,
+    gpu_build_cuda: str | None = None,
+) -> list[Action]:
+    """What to do, given the dependency list, the installed distributions (normalised name -> version), what
+    torch reports, and the CUDA version the installed onnxruntime-gpu was built for (if known)."""
+    actions: list[Action] = []
+    for req in dependencies:
+        name = dist_name(req)
+        if name in (CPU, GPU) or name in installed:
+            continue  # ONNX Runtime is decided below; an installed package is never changed
+        actions.append(Action("install", (req,), "not installed"))
+
+    return [*actions, *_runtime_actions(installed, torch, gpu_build_cuda)]
+
+
+def _runtime_actions(installed: dict[str, str], torch: TorchInfo | None, gpu_build_cuda: str | None) -> list[Action]:
+    choice = choose_runtime(torch)
+    have = [n for n in (CPU, GPU) if n in installed]
+    if not have:
+        if any(n in installed for n in OTHER_RUNTIMES):
+            return []  # the user chose another build (DirectML, OpenVINO...): keep it
+        return _install_runtime(choice, installed, f"no ONNX Runtime installed; {choice.reason}")
+    if len(have) == 2:
+        both = Action(
+            "uninstall",
+            (CPU, GPU),
+            f"both {CPU} {installed[CPU]} and {GPU} {installed[GPU]} are installed; they share one module and "
+            "the CPU build hides the GPU one",
+        )
+        return [both, *_install_runtime(choice, {}, f"reinstalling one ONNX Runtime: {choice.reason}")]
+    if have[0] == CPU:
+        if choice.package == GPU:
+            cpu_only = Action("uninstall", (CPU,), f"{CPU} is the CPU-only build and {choice.reason}")
+            return [cpu_only, *_install_runtime(choice, installed, choice.reason)]
+        if version_tuple(installed[CPU])[:2] < MIN_RUNTIME:
+            return [Action("install", (choice.requirement,), f"{CPU} {installed[CPU]} is too old")]
+        return []
+    # only onnxruntime-gpu: it runs on the CPU too, so it stays unless torch's CUDA needs another build
+    if torch is None or choice.package != GPU or gpu_build_fits(installed[GPU], gpu_build_cuda, torch):
+        return []
+    built = f" (built for CUDA {gpu_build_cuda})" if gpu_build_cuda else ""
+    mismatch = Action("uninstall", (GPU,), f"{GPU} {installed[GPU]}{built} does not match: {choice.reason}")
+    return [mismatch, *_install_runtime(choice, installed, choice.reason)]
+
+
+def skip_requested(environ: dict[str, str]) -> bool:
+    if environ.get("TAGGER_SKIP_INSTALL", "").strip().lower() in ("1", "true", "yes"):
+        return True
+    try:
+        args = shlex.split(environ.get("COMMANDLINE_ARGS", ""))
+    except ValueError:
+        args = environ.get("COMMANDLINE_ARGS", "").split()
+    return any(a in ("--skip-install", "--skip-prepare-environment") for a in args)
+
+
+def constraints_for(installed: dict[str, str], replace: set[str]) -> str:
+    """A pip constraints file pinning every installed distribution except those being replaced."""
+    lines = []
+    for name, version in sorted(installed.items()):
+        if name in replace or not re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]*", version):
+            continue
+        lines.append(f"{name}=={version}")
+    return "\n".join(lines) + "\n"
+
+
+def pip_commands(actions: list[Action], python: str, constraints: str | None) -> list[list[str]]:
+    cmds = []
+    for a in actions:
+        if a.kind == "uninstall":
+            cmds.append([python, "-m", "pip", "uninstall", "-y", *a.packages])
+            continue
+        cmd = [python, "-m", "pip", "install", "--prefer-binary"]
+        if a.index_url:
+            cmd += ["--index-url", a.index_url]
+        if a.no_deps:
+            cmd.append("--no-deps")
+        if constraints:
+            cmd += ["-c", constraints]
+        cmds.append(cmd + list(a.packages))
+    return cmds
+
+
+# -- facts about this environment ----------------------------------------------------------------------------
+
+
+def installed_distributions() -> dict[str, str]:
+    out = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name") if dist.metadata else None
+        if name:
+            out[re.sub(r"[-_.]+", "-", name).lower()] = dist.version
+    return out
+
+
+def gpu_build_cuda() -> str | None:
+    """The CUDA version the installed onnxruntime-gpu was built for (read from its files, not imported)."""
+    try:
+        files = metadata.distribution(GPU).files or []
+    except metadata.PackageNotFoundError:
+        return None
+    info = next((f for f in files if str(f).replace("\\", "/").endswith("capi/build_and_package_info.py")), None)
+    if info is None:
+        return None
+    try:
+        text = Path(info.locate()).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    m = re.search(r"cuda_version\s*=\s*['\"]([\d.]+)['\"]", text)
+    return m.group(1) if m else None
+
+
+def torch_info(state_path: Path) -> TorchInfo | None:
+    """What torch reports; cached per torch version so that a launch does not import torch every time."""
+    try:
+        version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+    try:
+        cached = json.loads(state_path.read_text(encoding="utf-8"))
+        if cached.get("torch", {}).get("version") == version:
+            return TorchInfo(**cached["torch"])
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        import torch  # slow: only when torch changed since the last run
+
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        info = TorchInfo(version, bool(torch.cuda.is_available()), torch.version.cuda, cudnn)
+    except Exception as e:  # a broken torch must not stop the WebUI from starting
+        print(f"Tagger: could not ask torch about CUDA ({e}); assuming none")  # noqa: T201
+        return TorchInfo(version, False)
+    with contextlib.suppress(OSError):  # a read-only environment only costs the cache
+        state_path.write_text(json.dumps({"torch": asdict(info)}), encoding="utf-8")
+    return info
+
+
+def main() -> int:
+    if skip_requested(dict(os.environ)):
+        return 0
+    deps = parse_dependencies((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    installed = installed_distributions()
+    torch = torch_info(Path(sys.prefix) / STATE_FILE)
+    actions = decide(deps, installed, torch, gpu_build_cuda() if GPU in installed else None)
+    if not actions:
+        return 0
+    replaced = {p for a in actions if a.kind == "uninstall" for p in a.packages} | {CPU, GPU}
+    with tempfile.TemporaryDirectory(prefix="tagger-install-") as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text(constraints_for(installed, replaced), encoding="utf-8")
+        for action, cmd in zip(actions, pip_commands(actions, sys.executable, str(constraints)), strict=True):
+            print(f"Tagger: {action.describe()}")  # noqa: T201
+            result = subprocess.run(cmd, check=False)
+            if result.returncode != 0:
+                print(f"Tagger: pip failed ({' '.join(cmd)}); the tab may not work until this is fixed")  # noqa: T201
+                return result.returncode
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

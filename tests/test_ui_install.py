@@ -1,0 +1,207 @@
+"""install.py (run by the WebUI on every launch): its decisions are pure functions, tested here case by case."""
+
+from __future__ import annotations
+
+import runpy
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+inst: dict[str, Any] = runpy.run_path(str(ROOT / "install.py"), run_name="tagger_install")
+TorchInfo = inst["TorchInfo"]
+decide = inst["decide"]
+choose_runtime = inst["choose_runtime"]
+
+DEPS = ["onnxruntime>=1.17", "huggingface_hub>=0.20", "Pillow>=9.5", "numpy>=1.23"]
+BASE = {"huggingface-hub": "0.23.0", "pillow": "9.5.0", "numpy": "1.26.2"}
+A1111_TORCH = TorchInfo("2.1.2+cu121", True, "12.1", 8902)  # AUTOMATIC1111 1.10's default
+NEW_TORCH = TorchInfo("2.4.1+cu124", True, "12.4", 90100)
+CU118_TORCH = TorchInfo("2.1.2+cu118", True, "11.8", 8700)
+CPU_TORCH = TorchInfo("2.1.2+cpu", False, None, None)
+
+
+def kinds(actions: list[Any]) -> list[tuple[str, tuple[str, ...]]]:
+    return [(a.kind, a.packages) for a in actions]
+
+
+# -- the dependency list ---------------------------------------------------------------------------------------
+
+
+def test_dependencies_come_from_pyproject_and_match_a_real_toml_reader() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert inst["parse_dependencies"](text) == tomllib.loads(text)["project"]["dependencies"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '[project]\nname = "x"\ndependencies = ["a>=1", \'b[extra]>=2\'] # trailing\n[tool.x]\ndependencies = ["no"]\n',
+        '[build-system]\nrequires = ["setuptools"]\n[project]\ndependencies = [\n  # comment ]\n  "a>=1",  # why\n'
+        '  "b[extra]>=2",\n]\n',
+    ],
+)
+def test_minimal_toml_reader_handles_comments_extras_and_other_tables(text: str) -> None:
+    assert inst["parse_dependencies"](text) == ["a>=1", "b[extra]>=2"]
+
+
+def test_minimal_toml_reader_refuses_a_missing_list() -> None:
+    with pytest.raises(ValueError, match="no \\[project\\] dependencies"):
+        inst["parse_dependencies"]('[tool.x]\ndependencies = ["a"]\n')
+
+
+# -- which ONNX Runtime ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("torch", "package", "requirement", "feed"),
+    [
+        (A1111_TORCH, "onnxruntime-gpu", "onnxruntime-gpu==1.18.0", True),  # CUDA 12 + cuDNN 8: feed build
+        (NEW_TORCH, "onnxruntime-gpu", "onnxruntime-gpu>=1.19", False),
+        (CU118_TORCH, "onnxruntime-gpu", "onnxruntime-gpu>=1.17,<1.19", False),
+        (TorchInfo("2.3.1+cu121", True, "12.1", None), "onnxruntime-gpu", "onnxruntime-gpu==1.18.0", True),
+        (TorchInfo("2.4.0+cu118", True, "11.8", 90100), "onnxruntime", "onnxruntime>=1.17", False),
+        (TorchInfo("2.3.0+rocm6.0", True, None, None), "onnxruntime", "onnxruntime>=1.17", False),
+        (CPU_TORCH, "onnxruntime", "onnxruntime>=1.17", False),
+        (None, "onnxruntime", "onnxruntime>=1.17", False),
+    ],
+)
+def test_runtime_matches_torchs_cuda_and_cudnn_majors(torch: Any, package: str, requirement: str, feed: bool) -> None:
+    choice = choose_runtime(torch)
+    assert (choice.package, choice.requirement, choice.index_url is not None) == (package, requirement, feed)
+    if feed:
+        assert "CUDA 11.8" in choice.reason  # says why PyPI's build of that version will not do
+
+
+def test_cudnn_version_numbers_are_read_in_both_encodings() -> None:
+    assert TorchInfo("2.1.2", True, "12.1", 8902).cudnn_major == 8
+    assert TorchInfo("2.4.1", True, "12.4", 90100).cudnn_major == 9
+
+
+# -- decisions -------------------------------------------------------------------------------------------------
+
+
+def test_nothing_to_do_when_all_is_in_place() -> None:
+    assert decide(DEPS, {**BASE, "onnxruntime": "1.20.1"}, CPU_TORCH) == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.18.0"}, A1111_TORCH, "12.2") == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.20.1"}, NEW_TORCH, "12.2") == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.17.3"}, CU118_TORCH, "11.8") == []
+
+
+def test_installed_packages_are_never_changed_even_outside_our_range() -> None:
+    installed = {"huggingface-hub": "0.10.0", "pillow": "8.0.0", "numpy": "1.20.0", "onnxruntime": "1.20.1"}
+    assert decide(DEPS, installed, CPU_TORCH) == []
+
+
+def test_missing_dependencies_are_installed() -> None:
+    actions = decide(DEPS, {"pillow": "9.5.0", "numpy": "1.26.2"}, CPU_TORCH)
+    assert kinds(actions) == [("install", ("huggingface_hub>=0.20",)), ("install", ("onnxruntime>=1.17",))]
+
+
+def test_gpu_runtime_for_a1111_comes_from_the_cuda12_feed_without_dependencies_then_its_dependencies() -> None:
+    actions = decide(DEPS, dict(BASE), A1111_TORCH)
+    assert kinds(actions) == [
+        ("install", ("onnxruntime-gpu==1.18.0",)),
+        ("install", ("coloredlogs", "flatbuffers", "packaging", "protobuf", "sympy")),
+    ]
+    assert actions[0].no_deps and "onnxruntime-cuda-12" in actions[0].index_url
+    cmds = inst["pip_commands"](actions, "py", "/c.txt")
+    assert cmds[0] == [
+        "py", "-m", "pip", "install", "--prefer-binary", "--index-url", actions[0].index_url, "--no-deps",
+        "-c", "/c.txt", "onnxruntime-gpu==1.18.0",
+    ]  # fmt: skip
+    assert "--index-url" not in cmds[1] and cmds[1][-5:] == [
+        "coloredlogs",
+        "flatbuffers",
+        "packaging",
+        "protobuf",
+        "sympy",
+    ]
+
+
+def test_both_runtimes_are_replaced_by_one_and_the_reason_is_said() -> None:
+    actions = decide(DEPS, {**BASE, "onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}, NEW_TORCH)
+    assert kinds(actions) == [
+        ("uninstall", ("onnxruntime", "onnxruntime-gpu")),
+        ("install", ("onnxruntime-gpu>=1.19",)),
+    ]
+    assert "CPU build hides the GPU one" in actions[0].describe()
+    cpu = decide(DEPS, {**BASE, "onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}, CPU_TORCH)
+    assert kinds(cpu) == [("uninstall", ("onnxruntime", "onnxruntime-gpu")), ("install", ("onnxruntime>=1.17",))]
+
+
+def test_cpu_runtime_is_swapped_for_the_gpu_one_when_torch_sees_cuda() -> None:
+    actions = decide(DEPS, {**BASE, "onnxruntime": "1.20.1"}, NEW_TORCH)
+    assert kinds(actions) == [("uninstall", ("onnxruntime",)), ("install", ("onnxruntime-gpu>=1.19",))]
+
+
+@pytest.mark.parametrize(
+    ("version", "build", "torch"),
+    [
+        ("1.20.1", "12.2", A1111_TORCH),  # cuDNN 9 build next to torch's cuDNN 8
+        ("1.18.0", "11.8", A1111_TORCH),  # PyPI's 1.18.0 is a CUDA 11.8 build
+        ("1.18.0", "11.8", NEW_TORCH),
+        ("1.20.1", "12.2", CU118_TORCH),
+    ],
+)
+def test_mismatched_gpu_runtime_is_replaced(version: str, build: str, torch: Any) -> None:
+    actions = decide(DEPS, {**BASE, "onnxruntime-gpu": version}, torch, build)
+    assert kinds(actions)[0] == ("uninstall", ("onnxruntime-gpu",))
+    assert actions[1].packages[0] == choose_runtime(torch).requirement
+    assert f"built for CUDA {build}" in actions[0].reason
+
+
+def test_gpu_runtime_stays_on_a_machine_without_cuda_and_other_builds_are_respected() -> None:
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.20.1"}, CPU_TORCH) == []
+    assert decide(DEPS, {**BASE, "onnxruntime-directml": "1.20.1"}, CPU_TORCH) == []
+
+
+def test_too_old_cpu_runtime_is_upgraded() -> None:
+    assert kinds(decide(DEPS, {**BASE, "onnxruntime": "1.16.3"}, CPU_TORCH)) == [("install", ("onnxruntime>=1.17",))]
+
+
+def test_constraints_pin_everything_installed_except_what_is_replaced() -> None:
+    text = inst["constraints_for"](
+        {"numpy": "1.26.2", "torch": "2.1.2+cu121", "onnxruntime": "1.20.1"}, {"onnxruntime"}
+    )
+    assert text.splitlines() == ["numpy==1.26.2", "torch==2.1.2+cu121"]
+
+
+@pytest.mark.parametrize(
+    ("env", "skip"),
+    [
+        ({}, False),
+        ({"COMMANDLINE_ARGS": "--xformers --skip-install"}, True),
+        ({"COMMANDLINE_ARGS": "--skip-prepare-environment"}, True),
+        ({"COMMANDLINE_ARGS": "--api"}, False),
+        ({"TAGGER_SKIP_INSTALL": "1"}, True),
+    ],
+)
+def test_skip_install_is_respected(env: dict[str, str], skip: bool) -> None:
+    assert inst["skip_requested"](env) is skip
+
+
+def test_torch_is_asked_once_per_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = tmp_path / "state.json"
+    state.write_text('{"torch": {"version": "9.9.9", "cuda_available": true, "cuda": "12.4", "cudnn": 90100}}')
+    fn = inst["torch_info"]
+    monkeypatch.setitem(fn.__globals__["metadata"].__dict__, "version", lambda name: "9.9.9")
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing torch would fail: the cache must answer
+    assert fn(state) == TorchInfo("9.9.9", True, "12.4", 90100)
+
+
+def test_main_is_a_quick_no_op_when_everything_is_in_place(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this test environment (CPU onnxruntime, every dependency installed) main runs no pip at all."""
+    ran: list[Any] = []
+    g = inst["main"].__globals__
+    monkeypatch.setitem(g, "subprocess", type("S", (), {"run": staticmethod(lambda *a, **k: ran.append(a))}))
+    monkeypatch.setitem(g, "torch_info", lambda path: None)
+    monkeypatch.delenv("COMMANDLINE_ARGS", raising=False)
+    monkeypatch.delenv("TAGGER_SKIP_INSTALL", raising=False)
+    start = time.perf_counter()
+    assert inst["main"]() == 0
+    assert ran == [] and time.perf_counter() - start < 2.0
