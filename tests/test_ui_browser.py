@@ -259,3 +259,45 @@ def test_screenshot_of_a_tagged_image(page: Any, images: dict[str, Path]) -> Non
     upload_and_tag(page, Path(image) if image else images["red"])
     page.set_viewport_size({"width": 1280, "height": 900})
     page.screenshot(path=str(SCREENSHOT), full_page=False)
+
+
+def test_first_use_download_shows_progress_in_the_page(
+    browser: Any, tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A catalog model that is not here is downloaded (from a local stand-in of the Hub) with huggingface_hub's
+    progress shown in the page. The stand-in serves 40 MB that are not a model and a csv that is not a tags file: the load then fails with a
+    readable message, which is checked too."""
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.hubstub import running_stub
+
+    with running_stub() as hub:
+        hub.add_repo("SmilingWolf/wd-vit-tagger-v3", {"model.onnx": os.urandom(40 << 20), "selected_tags.csv": b"x"})
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+        app = build_app(models_dir=tmp_path / "models", device="cpu", defaults=HostDefaults(model="wd-vit-tagger-v3"))
+        live = LiveServer(app)
+        context = browser.new_context(viewport={"width": 1280, "height": 1000})
+        try:
+            pg = context.new_page()
+            pg.set_default_timeout(60_000)
+            pg.goto(live.url)
+            pg.wait_for_selector("#tagger_interrogate")
+            assert "not downloaded" in pg.input_value("#tagger_model input")
+            # Record every progress text gradio shows, however briefly.
+            pg.evaluate(
+                """() => { window.taggerSeen = new Set();
+                new MutationObserver(() => document.querySelectorAll('.progress-text, .meta-text, .progress-level, .progress-level-inner')
+                    .forEach(e => window.taggerSeen.add(e.innerText)))
+                  .observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+            )
+            pg.set_input_files("#tagger_image input[type=file]", str(images["red"]))
+            pg.wait_for_selector("#tagger_image img")
+            pg.click("#tagger_interrogate")
+            pg.wait_for_selector("#tagger_status .tagger-error")
+            seen = pg.evaluate("() => Array.from(window.taggerSeen)")
+            assert any("model.onnx" in s for s in seen), seen
+            assert "not a WD14 tags file" in pg.inner_text("#tagger_status")
+        finally:
+            context.close()
+            live.stop()

@@ -8,6 +8,7 @@ logged with its traceback and shown as an unexpected error.
 
 from __future__ import annotations
 
+import html
 import logging
 import tempfile
 import threading
@@ -157,7 +158,8 @@ class TaggerPage:
                 self.preset_load = gr.Button("Load preset", elem_id="tagger_preset_load")
                 self.preset_save = gr.Button("Save preset", elem_id="tagger_preset_save")
                 self.preset_delete = gr.Button("Delete preset", elem_id="tagger_preset_delete")
-            self.preset_info = gr.Markdown(f"Stored in `{self._presets().folder}`", elem_id="tagger_preset_info")
+            folder = html.escape(str(self._presets().folder))
+            self.preset_info = gr.HTML(f"<span>Stored in</span> <code>{folder}</code>", elem_id="tagger_preset_info")
 
     def _build_outputs(self) -> None:
         self.status = gr.HTML(render.status_html(), elem_id="tagger_status")

@@ -1,0 +1,342 @@
+"""The Tagger page without a browser: its handlers called directly, the pure rendering, presets, and the
+rules about ids, CSS, JavaScript and translations. (The browser tests are in test_ui_browser.py.)"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("gradio")
+
+import gradio as gr
+
+from tagger.batch import BatchProgress, BatchSummary
+from tagger.engine import Tagger
+from tagger.host import HostDefaults, StandaloneHost
+from tagger.hub import ModelInfo
+from tagger.options import OPTION_FIELDS, TagOptions
+from tagger.presets import PresetError, PresetStore
+from tagger.ui import build_ui, render
+from tagger.ui.controls import label_of
+from tagger.webui import settings_list
+
+ROOT = Path(__file__).resolve().parent.parent
+NO_PROGRESS = lambda *a, **k: None  # noqa: E731 - stands in for gr.Progress
+
+
+@pytest.fixture
+def page(model_root: Path, tmp_path: Path) -> Any:
+    host = StandaloneHost(HostDefaults(model="test-model", general_threshold=0.3), presets_dir=tmp_path / "presets")
+    return build_ui(Tagger(model_root, "cpu"), host)
+
+
+def inputs(page: Any, **overrides: Any) -> dict[Any, Any]:
+    """The ``{component: value}`` an event would send, from the components' current values."""
+    data = {c: c.value for c in page.controls}
+    data.update({page.model: page.model.value, page.unload_after: False, page.last: None, page.image: None})
+    for name, value in overrides.items():
+        key = page.controls.components.get(name) or getattr(page, name)
+        data[key] = value
+    return data
+
+
+def red() -> Image.Image:
+    return Image.new("RGB", (40, 30), (255, 0, 0))
+
+
+# -- the controls --------------------------------------------------------------------------------------------
+
+
+def test_every_option_has_a_control_with_its_default_range_and_description(page: Any) -> None:
+    assert list(page.controls.components) == list(OPTION_FIELDS)
+    d = TagOptions()
+    for name, comp in page.controls.components.items():
+        f = OPTION_FIELDS[name]
+        assert comp.elem_id == f"tagger_opt_{name}"
+        assert comp.label == label_of(name) and comp.info == f.metadata["description"]
+        if "ge" in f.metadata and isinstance(comp, gr.Slider):
+            assert (comp.minimum, comp.maximum) == (f.metadata["ge"], f.metadata["le"])
+        if name not in ("general_threshold",):
+            expected = getattr(d, name)
+            assert comp.value == (", ".join(expected) if isinstance(expected, tuple) else expected), name
+    assert page.controls.components["general_threshold"].value == 0.3  # the host's default
+
+
+def test_controls_round_trip_options(page: Any) -> None:
+    opts = TagOptions(general_threshold=0.4, exclude_tags=("a", "b c"), sort="alpha", max_tags=7, weights=True)
+    updates = page.controls.updates(opts)
+    data = {comp: updates[comp] for comp in page.controls}
+    assert page.controls.options(data) == opts
+
+
+# -- handlers ------------------------------------------------------------------------------------------------
+
+
+def test_interrogate_fills_prompt_bars_status_and_remembers_probabilities(page: Any) -> None:
+    out = page.interrogate(inputs(page, image=red()), NO_PROGRESS)
+    assert out[page.prompt].startswith("red theme, solo, kirisame marisa")
+    assert list(out[page.ratings]) == ["general", "sensitive", "questionable", "explicit"]
+    assert out[page.tags]["red theme"] == pytest.approx(1.0, abs=1e-3)
+    assert "test-model" in out[page.status] and "CPU" in out[page.status]
+    assert out[page.last].model == "test-model"
+    retagged = page.retag(inputs(page, last=out[page.last], general_threshold=0.55, exclude_tags="solo"))
+    assert "long hair" not in retagged[page.prompt] and "solo" not in retagged[page.prompt]
+
+
+def test_unload_after_and_unload_all_report_no_model_loaded(page: Any) -> None:
+    out = page.interrogate(inputs(page, image=red(), unload_after=True), NO_PROGRESS)
+    assert "unloaded after use" in out[page.status] and render.NO_MODEL_LOADED in out[page.status]
+    assert page.tagger.loaded() == []
+    page.interrogate(inputs(page, image=red()), NO_PROGRESS)
+    assert "Unloaded 1 model" in page.unload_all() and page.tagger.loaded() == []
+    assert render.NO_MODEL_LOADED in page.status_now()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({}, "No image"),
+        ({"image": red(), "model": "no-such-model"}, "no-such-model"),
+        ({"image": red(), "general_threshold": 1.5}, "general_threshold: 1.5 is above the maximum 1.0"),
+    ],
+)
+def test_errors_become_status_messages_not_exceptions(page: Any, overrides: dict, message: str) -> None:
+    out = page.interrogate(inputs(page, **overrides), NO_PROGRESS)
+    assert set(out) == {page.status}
+    assert "tagger-error" in out[page.status] and message in out[page.status]
+
+
+def test_unexpected_errors_are_shown_and_logged(page: Any, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    def boom(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(page.tagger, "tag_image", boom)
+    out = page.interrogate(inputs(page, image=red()), NO_PROGRESS)
+    assert "Unexpected error (RuntimeError: disk on fire)" in out[page.status]
+    assert "disk on fire" in caplog.text
+
+
+def test_interrogate_on_drop_follows_the_setting(page: Any) -> None:
+    assert set(page.interrogate_on_drop(inputs(page, image=red()), NO_PROGRESS)) == {page.status}
+    page.host._defaults = HostDefaults(model="test-model", interrogate_on_drop=True)
+    assert page.prompt in page.interrogate_on_drop(inputs(page, image=red()), NO_PROGRESS)
+
+
+def test_clicking_a_tag_adds_it_to_the_excludes_once(page: Any) -> None:
+    evt = gr.SelectData(None, {"index": 1, "value": "long hair", "selected": True})
+    assert page.exclude_selected("solo", evt) == "solo, long hair"
+    assert page.exclude_selected("solo, long_hair", evt) == "solo, long_hair"
+    assert page.exclude_selected("", evt) == "long hair"
+
+
+def test_presets_save_load_delete_through_the_page(page: Any) -> None:
+    saved = page.save_preset(inputs(page, preset=None, preset_name="portraits", general_threshold=0.42, weights=True))
+    assert "Preset saved" in saved[page.status]
+    assert (page.host.presets_dir() / "portraits.json").is_file()
+    loaded = page.load_preset({page.preset: "portraits"})
+    assert loaded[page.controls.components["general_threshold"]] == 0.42
+    assert loaded[page.controls.components["weights"]] is True
+    assert "Preset loaded: portraits" in loaded[page.status]
+    bad = page.save_preset(inputs(page, preset=None, preset_name="../escape"))
+    assert set(bad) == {page.status} and "Preset name" in bad[page.status]
+    page.delete_preset({page.preset: "portraits"})
+    assert not (page.host.presets_dir() / "portraits.json").exists()
+
+
+def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        red().save(folder / f"{i}.png")
+    (folder / "bad.png").write_bytes(b"not an image")
+    data = inputs(
+        page,
+        batch_token="t1",
+        batch_input=str(folder),
+        batch_recursive=False,
+        batch_output="",
+        batch_format="[name].txt",
+        batch_existing="skip",
+        batch_json=True,
+    )
+    updates = list(page.run_batch(data))
+    final = updates[-1]
+    assert "3 tagged" in final[page.batch_summary] and "bad.png" in final[page.batch_summary]
+    assert ["red theme", 3, 100.0] in final[page.batch_table]["value"]
+    csv_lines = Path(final[page.batch_csv]).read_text(encoding="utf-8-sig").splitlines()
+    assert csv_lines[0] == "tag,images,share_percent" and "red theme,3,100.0" in csv_lines
+    assert (folder / "0.txt").read_text(encoding="utf-8").startswith("red theme")
+    assert (folder / "0.json").is_file()
+    assert page._batches == {}  # the cancel token is dropped when the batch ends
+
+
+def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
+    data = inputs(
+        page,
+        batch_token="t",
+        batch_input="",
+        batch_recursive=False,
+        batch_output="",
+        batch_format="[name].txt",
+        batch_existing="skip",
+        batch_json=False,
+    )
+    assert "type the folder" in list(page.run_batch(data))[-1][page.status]
+    data[page.batch_input] = str(tmp_path / "missing")
+    assert "no such file or folder" in list(page.run_batch(data))[-1][page.status]
+    data[page.batch_input], data[page.batch_format] = str(tmp_path), "../[name].txt"
+    assert "outside the output folder" in list(page.run_batch(data))[-1][page.status]
+
+
+def test_cancel_stops_a_running_batch(page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(6):
+        red().save(folder / f"{i}.png")
+    gate = threading.Event()
+    real = page.tagger.load
+
+    def slow_load(model: str) -> Any:
+        gate.wait(5)
+        return real(model)
+
+    monkeypatch.setattr(page.tagger, "load", slow_load)
+    data = inputs(
+        page,
+        batch_token="tok",
+        batch_input=str(folder),
+        batch_recursive=False,
+        batch_output="",
+        batch_format="[name].txt",
+        batch_existing="skip",
+        batch_json=False,
+    )
+    stream = page.run_batch(data)
+    next(stream)  # started
+    assert page.cancel_batch("tok") != gr.update()
+    gate.set()
+    final = list(stream)[-1]
+    assert "Cancelled" in final[page.batch_summary]
+
+
+# -- rendering -----------------------------------------------------------------------------------------------
+
+
+def test_model_choices_round_trip_and_say_what_is_downloaded() -> None:
+    infos = [
+        ModelInfo("wd-vit-tagger-v3", "x", "v3", "r", "main", False, None, None, 10861),
+        ModelInfo("mine", "mine (local)", "local", None, None, True, 2_500_000, Path("/m/mine"), 18),
+    ]
+    choices = render.model_choices(infos)
+    assert choices == ["wd-vit-tagger-v3 · not downloaded", "mine · local, 2 MB"]
+    assert [render.choice_to_model(c) for c in choices] == ["wd-vit-tagger-v3", "mine"]
+    assert render.choice_for("mine", choices) == choices[1] and render.choice_for("other", choices) is None
+
+
+def test_status_shows_provider_time_and_the_cuda_note() -> None:
+    html = render.status_html(model="m", provider="CPU", elapsed=0.0123, note="CUDA is not used: <fix>")
+    assert "CPU" in html and "12 ms" in html and "CUDA is not used: &lt;fix&gt;" in html
+    assert render.NO_MODEL_LOADED in render.status_html()
+    assert "Loaded: a, b" in render.status_html(loaded=["a", "b"])
+
+
+def test_progress_summary_chart() -> None:
+    p = BatchProgress(done=5, total=20, tagged=4, skipped=1, failed=0, elapsed=2.0, rate=2.0, eta=7.5, current="x.png")
+    html = render.progress_html(p)
+    assert "5 / 20 images (25%)" in html and "ETA 8 s" in html and "width:25.0%" in html
+    s = BatchSummary(tagged=2, failures=[("/a.png", "broken <png>")], failed=1, elapsed=61, images_per_s=0.03)
+    s.tag_counts.update({"solo": 2, "smile": 1})
+    assert "1 min 01 s" in render.summary_html(s) and "broken &lt;png&gt;" in render.summary_html(s)
+    rows = render.top_tags(s.tag_counts, 2)
+    assert rows == [["solo", 2, 100.0], ["smile", 1, 50.0]]
+    assert "width:50.0%" in render.bar_chart_html(rows)
+    assert render.duration(None) == "…" and render.duration(3725) == "1 h 02 min"
+
+
+# -- presets -------------------------------------------------------------------------------------------------
+
+
+def test_presets_keep_every_option_and_refuse_bad_names_and_values(tmp_path: Path) -> None:
+    store = PresetStore(tmp_path / "p")
+    assert store.names() == []
+    opts = TagOptions(character_threshold=0.7, additional_tags=("masterpiece",), include_rating=True)
+    store.save("Anime 2", opts, "wd-vit-tagger-v3")
+    preset = store.load("Anime 2")
+    assert (preset.options, preset.model) == (opts, "wd-vit-tagger-v3")
+    for bad in ("", "a/b", "..", ".hidden", "x" * 65, 'q"'):
+        with pytest.raises(PresetError, match="Preset name"):
+            store.save(bad, opts)
+    path = store.path("Anime 2")
+    record = json.loads(path.read_text())
+    record["options"]["from_the_future"] = 1
+    path.write_text(json.dumps(record))
+    assert store.load("Anime 2").ignored == ("from_the_future",)
+    record["options"]["general_threshold"] = "high"
+    path.write_text(json.dumps(record))
+    with pytest.raises(PresetError, match="general_threshold"):
+        store.load("Anime 2")
+    with pytest.raises(PresetError, match="does not exist"):
+        store.load("nope")
+
+
+# -- ids, CSS, JavaScript, translations ----------------------------------------------------------------------
+
+
+def _ui_strings(demo: gr.Blocks) -> set[str]:
+    out: set[str] = set()
+    for b in demo.blocks.values():
+        for attr in ("label", "info", "placeholder"):
+            v = getattr(b, attr, None)
+            if isinstance(v, str) and v:
+                out.add(v)
+        if isinstance(b, gr.Button):
+            out.add(b.value)
+        if isinstance(b, gr.Radio):
+            out.update(c if isinstance(c, str) else c[0] for c in b.choices)
+        if isinstance(b, gr.Dataframe) and isinstance(b.headers, list):
+            out.update(b.headers)
+    return out
+
+
+def test_every_ui_string_has_a_chinese_translation(page: Any) -> None:
+    zh = json.loads((ROOT / "localizations" / "zh_CN.json").read_text(encoding="utf-8"))
+    wanted = _ui_strings(page.demo) | {s.label for s in settings_list(list)}
+    wanted |= {"Tagger", "Send to txt2img", "Send to img2img", "Stored in", render.NO_MODEL_LOADED}
+    for s in settings_list(list):
+        args = s.args() if callable(s.args) else (s.args or {})
+        wanted.update(c for c in args.get("choices", []) if isinstance(c, str))
+    missing = sorted(wanted - set(zh))
+    assert not missing, f"localizations/zh_CN.json lacks: {missing}"
+    assert all(isinstance(v, str) and v.strip() for v in zh.values())
+
+
+def test_every_element_id_is_prefixed_and_unique(page: Any) -> None:
+    ids = [b.elem_id for b in page.demo.blocks.values() if getattr(b, "elem_id", None)]
+    assert ids and all(i.startswith("tagger_") for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+def test_css_and_javascript_address_only_the_tabs_ids() -> None:
+    css = re.sub(r"/\*.*?\*/", "", (ROOT / "style.css").read_text(encoding="utf-8"), flags=re.S)
+    selectors = [s.strip() for block in re.findall(r"([^{}]+)\{", css) for s in block.split(",")]
+    assert selectors and all(s.startswith("#tagger_") for s in selectors), selectors
+    js = (ROOT / "javascript" / "tagger.js").read_text(encoding="utf-8")
+    ids = re.findall(r"#([A-Za-z_][\w-]*)", js)
+    assert ids and all(i.startswith("tagger_") for i in ids), ids
+    assert not re.search(r"getElementById\(", js)
+    globals_ = set(re.findall(r"window\.(\w+)\s*=", js))
+    assert globals_ == {"taggerScriptLoaded", "taggerCopy"}
+
+
+def test_counts_csv_has_every_tag(tmp_path: Path) -> None:
+    counts = collections.Counter({f"t{i}": i for i in range(1, 300)})
+    path = render.write_counts_csv(tmp_path / "c.csv", counts, 299)
+    assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 300
