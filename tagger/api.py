@@ -416,7 +416,9 @@ def _error_response(exc: Exception, request: Request) -> Response:
         return _validation_response(exc, request)
     if isinstance(exc, HTTPException):
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
-        field = "body" if exc.status_code == 400 else None
+        field = "body" if exc.status_code == 400 else None  # FastAPI's "error parsing the body"
+        if field:
+            message = f"{field}: {message}"
         return _json_error(exc.status_code, message, field, None, getattr(exc, "headers", None))
     if isinstance(exc, OptionsError):
         return _json_error(422, str(exc), exc.field)
@@ -721,15 +723,23 @@ def _provider_note(loaded: LoadedModel) -> str | None:
     return loaded.device_note or None
 
 
-def _build_router(api: _Api, prefix: str) -> APIRouter:
+def _add_routes(router: APIRouter, api: _Api, prefix: str) -> None:
+    """Add the routes straight to ``router`` (the app's own): every version of FastAPI keeps them there as
+    they are, so that a later mount can find and replace them (newer ones nest an included router)."""
     route_class = type("TaggerRoute", (_TaggerRoute,), {"api": api})
-    router = APIRouter(route_class=route_class)
     deps = [Depends(_DocumentedBasicAuth(scheme_name="HTTPBasic", auto_error=False))] if api.auth_enabled else []
     tags: list[Any] = ["tagger"]
 
     def add(path: str, endpoint: Callable[..., Any], method: str, **kwargs: Any) -> None:
         router.add_api_route(
-            f"{prefix}/{path}", endpoint, methods=[method], dependencies=deps, tags=tags, responses=_ERRORS, **kwargs
+            f"{prefix}/{path}",
+            endpoint,
+            methods=[method],
+            dependencies=deps,
+            tags=tags,
+            responses=_ERRORS,
+            route_class_override=route_class,
+            **kwargs,
         )
 
     def interrogators() -> InterrogatorsResponse:
@@ -806,7 +816,6 @@ def _build_router(api: _Api, prefix: str) -> APIRouter:
             except ImageError as e:
                 raw.append(None)
                 items[i] = BatchItem(index=i, ok=False, error=ItemError(error=str(e), field=e.source))
-        del images
         loaded = api.load(name)
         ready: list[tuple[int, np.ndarray]] = []
         for i, data in enumerate(raw):
@@ -866,7 +875,6 @@ def _build_router(api: _Api, prefix: str) -> APIRouter:
     add("unload-interrogators", unload_interrogators, "POST", response_model=str, summary="Unload all models")
     add("unload", unload, "POST", response_model=UnloadResponse, summary="Unload one model or all")
     add("loaded", loaded, "GET", response_model=LoadedResponse, summary="Models in memory")
-    return router
 
 
 # -- public ---------------------------------------------------------------------------------------------------
@@ -894,8 +902,24 @@ def mount_api(
     app.router.routes[:] = [
         r for r in app.router.routes if not (isinstance(r, _TaggerRoute) and r.path.startswith(prefix + "/"))
     ]
-    app.include_router(_build_router(api, prefix))
+    _add_routes(app.router, api, prefix)
     app.openapi_schema = None  # regenerated with these routes on the next /openapi.json
+
+
+def parse_api_auth(value: str | None) -> dict[str, str] | None:
+    """The WebUI's ``--api-auth`` text (``user:password,user2:password2``) as ``mount_api``'s ``auth``.
+
+    None or empty text: no auth. A password may hold ":" (split at the first one only).
+    """
+    if not value:
+        return None
+    auth: dict[str, str] = {}
+    for item in value.split(","):
+        user, colon, password = item.partition(":")
+        if not colon or not user:
+            raise ValueError(f"--api-auth entry {item!r} is not user:password")
+        auth[user] = password
+    return auth
 
 
 def create_app(tagger: Tagger, **kwargs: Any) -> FastAPI:

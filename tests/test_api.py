@@ -29,7 +29,7 @@ import uvicorn
 from PIL import Image
 
 import tagger.engine
-from tagger.api import ApiLimits, create_app, mount_api
+from tagger.api import ApiLimits, create_app, mount_api, parse_api_auth
 from tagger.catalog import CATALOG, by_name
 from tagger.engine import Tagger
 from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping
@@ -653,6 +653,14 @@ def test_auth(auth_server: LiveServer, method: str, path: str, body: Any) -> Non
             token = base64.b64encode(f"{user}:{password}".encode()).decode()
             resp = c.request(method, path, json=body, headers={"authorization": f"Basic {token}"})
             assert resp.status_code == 200, resp.text
+
+
+def test_parse_api_auth() -> None:
+    assert parse_api_auth(None) is None and parse_api_auth("") is None
+    assert parse_api_auth("alice:s3cret,bob:a:b") == {"alice": "s3cret", "bob": "a:b"}
+    for bad in ("alice", "alice:x,", ":x"):
+        with pytest.raises(ValueError, match="user:password"):
+            parse_api_auth(bad)
 
 
 def test_auth_is_checked_before_the_body(auth_server: LiveServer) -> None:
