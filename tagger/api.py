@@ -693,6 +693,14 @@ class _Api:
                 log.warning("%s: could not be decoded", label, exc_info=True)
                 raise ImageError(label, f"could not be decoded ({type(e).__name__}: {e})") from e
 
+    def cached(self, name: str, data: bytes, opts: TagOptions) -> tuple[TagsOut, str] | None:
+        """The answer from the engine's probability cache when this image was seen under this model."""
+        hit = self.tagger.cached(name, data, opts)
+        if hit is None:
+            return None
+        result, files = hit
+        return _tags_out(result, self.tagger.labels(files)), files.name
+
     def infer(self, loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
         """Run the model under the host's queue lock: only inference, never decoding or downloads."""
         with self.queue_lock:
@@ -775,20 +783,26 @@ def _add_routes(router: APIRouter, api: _Api, prefix: str) -> None:
         opts = _options(req, warnings)
         name = api.model_name(req.model, warnings)  # type: ignore[attr-defined]
         data = decode_base64_image(req.image, "image")  # type: ignore[attr-defined]
-        loaded = api.load(name)
-        tensor = api.tensor(data, "image", loaded.size)
-        probs = api.infer(loaded, tensor[None])[0]
-        result = postprocess(probs, loaded.labels, opts)
-        out = _tags_out(result, loaded.labels)
+        hit = api.cached(name, data, opts)
+        if hit is not None:  # seen before under this model: answered from the probability cache
+            out, model_name = hit
+            provider, note = "cache", None
+        else:
+            loaded = api.load(name)
+            tensor = api.tensor(data, "image", loaded.size)
+            probs = api.infer(loaded, tensor[None])[0]
+            api.tagger.remember(name, data, probs, loaded.labels)
+            out = _tags_out(postprocess(probs, loaded.labels, opts), loaded.labels)
+            model_name, provider, note = loaded.name, loaded.provider_label, _provider_note(loaded)
         return InterrogateResponse(
             caption=out.caption,
             prompt=out.prompt,
             rating=out.rating,
             general=out.general,
             character=out.character,
-            model=loaded.name,
-            provider=loaded.provider_label,
-            provider_note=_provider_note(loaded),
+            model=model_name,
+            provider=provider,
+            provider_note=note,
             elapsed=time.perf_counter() - start,
             warnings=warnings,
         )
@@ -816,6 +830,21 @@ def _add_routes(router: APIRouter, api: _Api, prefix: str) -> None:
             except ImageError as e:
                 raw.append(None)
                 items[i] = BatchItem(index=i, ok=False, error=ItemError(error=str(e), field=e.source))
+        for i, data in enumerate(raw):
+            hit = api.cached(name, data, opts) if data is not None else None
+            if hit is not None:
+                items[i] = BatchItem(index=i, ok=True, result=hit[0])
+                raw[i] = None
+        pending = [i for i, data in enumerate(raw) if data is not None]
+        if not pending:  # every image answered from the cache: the model is not even loaded
+            return InterrogateBatchResponse(
+                results=[item for item in items if item is not None],
+                model=name,
+                provider="cache",
+                provider_note=None,
+                elapsed=time.perf_counter() - start,
+                warnings=warnings,
+            )
         loaded = api.load(name)
         ready: list[tuple[int, np.ndarray]] = []
         for i, data in enumerate(raw):
@@ -825,12 +854,12 @@ def _add_routes(router: APIRouter, api: _Api, prefix: str) -> None:
                 ready.append((i, api.tensor(data, f"images[{i}]", loaded.size)))
             except ImageError as e:
                 items[i] = BatchItem(index=i, ok=False, error=ItemError(error=str(e), field=e.source))
-            raw[i] = None  # the encoded image is not needed any more
         step = default_batch_size(loaded)
         for k in range(0, len(ready), step):
             chunk = ready[k : k + step]
             probs = api.infer(loaded, np.stack([t for _, t in chunk]))
             for (i, _), p in zip(chunk, probs, strict=True):
+                api.tagger.remember(name, raw[i], p, loaded.labels)
                 result = postprocess(p, loaded.labels, opts)
                 items[i] = BatchItem(index=i, ok=True, result=_tags_out(result, loaded.labels))
         return InterrogateBatchResponse(

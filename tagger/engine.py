@@ -6,6 +6,7 @@ API and the standalone server share one), and it is safe to call from several th
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -67,6 +68,19 @@ def image_digest(source: Any) -> str | None:
     return None
 
 
+class _LockedModel:
+    """A loaded model whose ``run`` goes through ``Tagger.run`` (the inference lock); all else delegated."""
+
+    def __init__(self, loaded: LoadedModel, tagger: Tagger) -> None:
+        self._loaded, self._tagger = loaded, tagger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loaded, name)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._tagger.run(self._loaded, batch)
+
+
 class Tagger:
     def __init__(
         self,
@@ -78,10 +92,14 @@ class Tagger:
         threads: int | None = None,
         cache: ProbCache | None = None,
         on_load: Callable[[LoadedModel], None] | None = None,
+        inference_lock: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
         self.models_dir = paths.models_dir(models_dir)
         self.cache = cache
         self.on_load = on_load  # told of every session created (the CLI prints the provider from it)
+        # Held around each model run only (never decoding or downloads): the WebUI's queue lock, so that
+        # tagging and image generation never use the GPU at once.
+        self.inference_lock = inference_lock
         self._labels: dict[str, Labels] = {}
         self.device = Device.parse(device)
         self.download = download
@@ -149,23 +167,45 @@ class Tagger:
     def predict(self, model: str, image: Any) -> tuple[LoadedModel, np.ndarray]:
         """Probabilities for one image (path, bytes, file object or PIL image), always from the model."""
         loaded = self.load(model)
-        return loaded, loaded.run(prepare_source(image, loaded.size)[None])[0]
+        tensor = prepare_source(image, loaded.size)[None]
+        return loaded, self.run(loaded, tensor)[0]
+
+    def run(self, loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
+        """``loaded.run(batch)`` under the inference lock, if one was given."""
+        if self.inference_lock is None:
+            return loaded.run(batch)
+        with self.inference_lock:
+            return loaded.run(batch)
+
+    def cached(self, model: str, image: Any, options: TagOptions) -> tuple[TagResult, hub.ModelFiles] | None:
+        """The result for ``image`` from the probability cache, or None (no cache, not seen, or not exact)."""
+        if self.cache is None:
+            return None
+        files, mkey = self.model_key(model)
+        hit = self._lookup(image_digest(image), mkey, options)
+        if hit is None:
+            return None
+        mcut = (hit.mcut_general, hit.mcut_character)
+        return postprocess(hit.probs, self.labels(files), options, mcut=mcut), files
+
+    def remember(self, model: str, image: Any, probs: np.ndarray, labels: Labels) -> None:
+        """Store the model's answer for ``image`` in the probability cache (if there is one)."""
+        if self.cache is None:
+            return
+        digest = image_digest(image)
+        if digest is not None:
+            self.cache.put(digest, self.model_key(model)[1], probs, labels)
 
     def tag_image(self, model: str, image: Any, options: TagOptions | None = None) -> ImageTags:
         """Tag one image. With a cache, an image seen before under this model is answered without it."""
         start = time.perf_counter()
         opts = options or TagOptions()
-        digest, mkey = None, ""
-        if self.cache is not None:
-            files, mkey = self.model_key(model)
-            digest = image_digest(image)
-            hit = self._lookup(digest, mkey, opts)
-            if hit is not None:
-                result = postprocess(hit.probs, self.labels(files), opts, mcut=(hit.mcut_general, hit.mcut_character))
-                return ImageTags(image, result, files.name, "cache", time.perf_counter() - start, hit.probs, True)
+        hit = self.cached(model, image, opts)
+        if hit is not None:
+            result, files = hit
+            return ImageTags(image, result, files.name, "cache", time.perf_counter() - start, None, True)
         loaded, probs = self.predict(model, image)
-        if self.cache is not None and digest is not None:
-            self.cache.put(digest, mkey, probs, loaded.labels)
+        self.remember(model, image, probs, loaded.labels)
         result = postprocess(probs, loaded.labels, opts)
         return ImageTags(image, result, loaded.name, loaded.provider_label, time.perf_counter() - start, probs)
 
@@ -211,7 +251,8 @@ class Tagger:
             return
         loaded = self.load(model)
         rest = itertools.chain([first_miss], stream)
-        for pred in iter_predictions(loaded, rest, batch_size=batch_size, cancel=cancel, loader=load):
+        runner = loaded if self.inference_lock is None else _LockedModel(loaded, self)
+        for pred in iter_predictions(runner, rest, batch_size=batch_size, cancel=cancel, loader=load):
             item = pred.source
             cached = item.hit is not None
             if pred.error is None and not cached and self.cache is not None and item.digest is not None:

@@ -911,3 +911,27 @@ def test_concurrent_clients_with_unloads(model_root: Path, monkeypatch: pytest.M
 def test_tag_options_default_is_the_api_default(client: httpx.Client, engine: Tagger) -> None:
     body = interrogate(client, image=png_b64(BLACK))
     assert body["prompt"] == engine.tag_image("test-model", image_bytes(BLACK), TagOptions()).result.prompt
+
+
+def test_answers_from_the_probability_cache(model_root: Path, tmp_path: Path) -> None:
+    """An image seen before is answered from the cache, without the model, with the same tags."""
+    from tagger.cache import ProbCache
+
+    cached_engine = Tagger(model_root, "cpu", download=False, progress=False, cache=ProbCache(tmp_path / "c.sqlite3"))
+    with LiveServer(create_app(cached_engine)) as live, live.client() as c:
+        body = {"image": png_b64(RED), "model": "test-model", "general_threshold": 0.55}
+        first = c.post("/interrogate", json=body).json()
+        assert first["provider"] == "CPU"
+        c.post("/unload")
+        again = c.post("/interrogate", json=body).json()
+        assert again["provider"] == "cache" and cached_engine.loaded() == []
+        assert again["caption"] == first["caption"] and again["prompt"] == first["prompt"]
+        lower = c.post("/interrogate", json={**body, "general_threshold": 0.3}).json()
+        assert lower["provider"] == "cache" and "long_hair" in lower["general"] and "long_hair" not in first["general"]
+        batch = c.post("/interrogate/batch", json={"images": [png_b64(RED)] * 2, "model": "test-model"}).json()
+        assert batch["provider"] == "cache" and [r["ok"] for r in batch["results"]] == [True, True]
+        assert cached_engine.loaded() == []
+        mixed = c.post(
+            "/interrogate/batch", json={"images": [png_b64(GREEN), png_b64(RED)], "model": "test-model"}
+        ).json()
+        assert mixed["provider"] == "CPU" and "hatsune_miku" in mixed["results"][0]["result"]["character"]
