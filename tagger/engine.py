@@ -152,7 +152,9 @@ class Tagger:
         return files, f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
 
     def labels(self, files: hub.ModelFiles) -> Labels:
-        key = str(files.tags_path)
+        """The tag list of ``files``, read once (again if the csv file changes)."""
+        st = files.tags_path.stat()
+        key = f"{files.tags_path}|{st.st_size}|{st.st_mtime_ns}"
         if key not in self._labels:
             self._labels[key] = read_labels(files.tags_path)
         return self._labels[key]
@@ -177,22 +179,24 @@ class Tagger:
         with self.inference_lock:
             return loaded.run(batch)
 
-    def cached(self, model: str, image: Any, options: TagOptions) -> tuple[TagResult, hub.ModelFiles] | None:
+    def cached(
+        self, model: str, image: Any, options: TagOptions, *, digest: str | None = None
+    ) -> tuple[TagResult, hub.ModelFiles] | None:
         """The result for ``image`` from the probability cache, or None (no cache, not seen, or not exact)."""
         if self.cache is None:
             return None
         files, mkey = self.model_key(model)
-        hit = self._lookup(image_digest(image), mkey, options)
+        hit = self._lookup(digest or image_digest(image), mkey, options)
         if hit is None:
             return None
         mcut = (hit.mcut_general, hit.mcut_character)
         return postprocess(hit.probs, self.labels(files), options, mcut=mcut), files
 
-    def remember(self, model: str, image: Any, probs: np.ndarray, labels: Labels) -> None:
+    def remember(self, model: str, image: Any, probs: np.ndarray, labels: Labels, *, digest: str | None = None) -> None:
         """Store the model's answer for ``image`` in the probability cache (if there is one)."""
         if self.cache is None:
             return
-        digest = image_digest(image)
+        digest = digest or image_digest(image)
         if digest is not None:
             self.cache.put(digest, self.model_key(model)[1], probs, labels)
 
@@ -200,12 +204,13 @@ class Tagger:
         """Tag one image. With a cache, an image seen before under this model is answered without it."""
         start = time.perf_counter()
         opts = options or TagOptions()
-        hit = self.cached(model, image, opts)
+        digest = image_digest(image) if self.cache is not None else None  # hashed once, used twice
+        hit = self.cached(model, image, opts, digest=digest)
         if hit is not None:
             result, files = hit
             return ImageTags(image, result, files.name, "cache", time.perf_counter() - start, None, True)
         loaded, probs = self.predict(model, image)
-        self.remember(model, image, probs, loaded.labels)
+        self.remember(model, image, probs, loaded.labels, digest=digest)
         result = postprocess(probs, loaded.labels, opts)
         return ImageTags(image, result, loaded.name, loaded.provider_label, time.perf_counter() - start, probs)
 
