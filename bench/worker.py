@@ -1,0 +1,192 @@
+"""One measured variant in a fresh process, so that peak memory and warm caches belong to it alone.
+
+``python -m bench.worker VARIANT --models-dir DIR --model NAME --folder DIR [--batch-size N]`` prints one
+JSON object on its last line of output. Variants:
+
+- ``ours``: the production folder-captioning path, ``tagger.batch.run_batch`` writing a caption per image
+  into a temporary output folder (decode pool, prefetch, batching, postprocess, atomic writes).
+- ``baseline``: ``bench.baseline.BaselineTagger`` on the same session (same options, same threads).
+- ``ceiling``: inference only: the same session fed tensors prepared beforehand, at ours' batch size.
+- ``stages``: our stages one after another on one thread, timed each: decode (``load_image``),
+  preprocess (``prepare``), inference (``LoadedModel.run``), postprocess (``postprocess``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.noise import ForeignCPU
+
+VARIANTS = ("ours", "baseline", "ceiling", "stages")
+
+
+def _rss_mb() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss / 2**20
+    except ImportError:  # pragma: no cover - psutil is in the bench extra
+        return float("nan")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _images_in(folder: Path) -> list[Path]:
+    from tagger.batch import iter_images
+
+    return [image for image, _ in iter_images([folder])]
+
+
+def run_variant(
+    variant: str, models_dir: Path, model: str, folder: Path, batch_size: int | None = None
+) -> dict[str, Any]:
+    from tagger.engine import Tagger
+    from tagger.pipeline import default_batch_size
+
+    if variant not in VARIANTS:
+        raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    tagger = Tagger(models_dir, device="cpu", download=False, progress=False)
+    t0 = time.perf_counter()
+    loaded = tagger.load(model)
+    session_s = time.perf_counter() - t0
+    bs = loaded.fixed_batch or batch_size or default_batch_size(loaded)
+    result: dict[str, Any] = {
+        "variant": variant,
+        "model": model,
+        "batch_size": bs,
+        "threads": loaded.threads,
+        "session_s": session_s,
+        "rss_loaded_mb": _rss_mb(),
+    }
+    first: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="wd14-bench-out-") as out, ForeignCPU() as foreign:
+        cpu0 = _cpu_s()
+        start = time.perf_counter()
+        if variant == "ours":
+            n = _run_ours(tagger, model, folder, Path(out), batch_size, first, start)
+        elif variant == "baseline":
+            n, stages = _run_baseline(loaded, folder, Path(out), first, start)
+            result["stages_ms"] = stages
+        elif variant == "ceiling":
+            n, start, cpu0 = _run_ceiling(loaded, folder, bs, first)  # timed after the tensors are ready
+        else:
+            n, stages = _run_stages(loaded, folder, bs)
+            result["stages_ms"] = stages
+        wall = time.perf_counter() - start
+        cpu = _cpu_s() - cpu0
+    result.update(
+        images=n,
+        wall_s=wall,
+        images_per_s=n / wall if wall > 0 else 0.0,
+        first_result_s=first[0] if first else None,
+        cpu_s_per_image=cpu / n if n else None,
+        peak_rss_mb=_peak_rss_mb(),
+        foreign_cpu=foreign.share,  # share of the machine other programs used meanwhile (None: unknown)
+    )
+    return result
+
+
+def _run_ours(tagger: Any, model: str, folder: Path, out: Path, batch_size: int | None, first: list[float],
+              start: float) -> int:  # fmt: skip
+    from tagger.batch import BatchConfig, run_batch
+    from tagger.options import TagOptions
+
+    def progress(p: Any) -> None:
+        if not first and p.tagged:
+            first.append(time.perf_counter() - start)
+
+    config = BatchConfig(inputs=[folder], output_dir=out, existing="overwrite", batch_size=batch_size)
+    summary = run_batch(tagger, model, config, TagOptions(), progress=progress)
+    if summary.failed:
+        raise SystemExit(f"ours: {summary.failed} images failed: {summary.failures[:3]}")
+    return summary.tagged
+
+
+def _run_baseline(
+    loaded: Any, folder: Path, out: Path, first: list[float], start: float
+) -> tuple[int, dict[str, float]]:
+    from bench.baseline import BaselineTagger
+
+    base = BaselineTagger(loaded.session, loaded.files.tags_path)
+    images = _images_in(folder)
+
+    def on_result(done: int) -> None:
+        if not first:
+            first.append(time.perf_counter() - start)
+
+    n = base.run_folder(images, out, on_result)
+    return n, base.times.per_image_ms()
+
+
+def _run_ceiling(loaded: Any, folder: Path, bs: int, first: list[float]) -> tuple[int, float, float]:
+    from tagger.pipeline import prepare_source
+
+    tensors = [prepare_source(p, loaded.size) for p in _images_in(folder)]
+    batches = [np.stack(tensors[i : i + bs]) for i in range(0, len(tensors), bs)]
+    cpu0, start = _cpu_s(), time.perf_counter()
+    for batch in batches:
+        loaded.run(batch)
+        if not first:
+            first.append(time.perf_counter() - start)
+    return len(tensors), start, cpu0
+
+
+def _run_stages(loaded: Any, folder: Path, bs: int) -> tuple[int, dict[str, float]]:
+    from tagger.images import load_image, prepare
+    from tagger.options import TagOptions
+    from tagger.postprocess import postprocess
+
+    totals = dict.fromkeys(("decode", "preprocess", "inference", "postprocess"), 0.0)
+    options = TagOptions()
+    images = _images_in(folder)
+    for path in images:
+        t0 = time.perf_counter()
+        img = load_image(path)
+        t1 = time.perf_counter()
+        tensor = prepare(img, loaded.size)
+        t2 = time.perf_counter()
+        probs = loaded.run(np.repeat(tensor[None], bs, axis=0))[0]  # inference at ours' batch size, per image
+        t3 = time.perf_counter()
+        postprocess(probs, loaded.labels, options)
+        t4 = time.perf_counter()
+        totals["decode"] += t1 - t0
+        totals["preprocess"] += t2 - t1
+        totals["inference"] += (t3 - t2) / bs
+        totals["postprocess"] += t4 - t3
+    n = len(images)
+    return n, {k: 1000 * v / max(n, 1) for k, v in totals.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("variant", choices=VARIANTS)
+    parser.add_argument("--models-dir", type=Path, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--folder", type=Path, required=True)
+    parser.add_argument("--batch-size", type=int, default=None)
+    args = parser.parse_args(argv)
+    result = run_variant(args.variant, args.models_dir, args.model, args.folder, args.batch_size)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

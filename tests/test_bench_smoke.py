@@ -1,0 +1,45 @@
+"""The benchmark's own code path, tiny: trivial model, 6 images, 1 round. Proves it runs; asserts no speed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx")
+pytest.importorskip("cv2")
+pytest.importorskip("pandas")
+
+
+def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import main
+
+    cache = tmp_path / "cache"
+    raw = tmp_path / "raw.json"
+    markdown = tmp_path / "RESULTS.md"
+    argv = ["--models", "trivial", "--images", "6", "--trivial-images", "6", "--rounds", "1", "--memory", "6,12", "--no-wait",
+            "--cache", str(cache), "--json", str(raw), "--markdown", str(markdown)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+
+    for path in (
+        "| trivial | ours |",
+        "| trivial | baseline (older taggers) |",
+        "| trivial | inference-only ceiling |",
+    ):
+        assert path in out
+    assert "trivial model (pipeline-bound), ours / baseline | >= 1.8 |" in out
+    assert "peak RSS, 12 images vs 6 images | within 10% |" in out
+    assert "re-threshold 1,000 tagged images" in out and "not measured yet" in out
+    assert "| decode | preprocess | inference |" in out
+    assert markdown.read_text(encoding="utf-8") in out
+
+    data = json.loads(raw.read_text())
+    ours = data["runs"]["trivial/ours"][0]
+    assert ours["images"] == 6 and ours["images_per_s"] > 0 and ours["peak_rss_mb"] > 0
+    assert data["runs"]["trivial/baseline"][0]["stages_ms"]["inference"] >= 0
+    assert set(data["memory"]) == {"6", "12"}
+    # Models and images went to the cache given, nothing into the repository.
+    assert (cache / "models" / "trivial" / "model.onnx").is_file()
+    assert len(list((cache / "images").rglob("*.*"))) == 6
