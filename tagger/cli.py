@@ -138,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
     _common(serve)
 
+    quant = sub.add_parser(
+        "quantize",
+        help="make an int8 copy of a model (opt-in, faster on CPU), and check it on your images",
+        epilog="examples:\n  python -m tagger quantize wd-vit-tagger-v3\n"
+        "  python -m tagger quantize wd-vit-tagger-v3 --validate my_images/   # then: tag ... --model wd-vit-tagger-v3-int8",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    quant.add_argument("name", metavar="NAME|DIR", help="the model to quantise")
+    quant.add_argument("--out", metavar="NAME", help="name of the int8 model folder (default NAME-int8)")
+    quant.add_argument("--force", action="store_true", help="replace an existing int8 copy")
+    quant.add_argument("--validate", metavar="FOLDER", help="compare the int8 copy's tags with NAME's on these images")
+    quant.add_argument("-r", "--recursive", action="store_true", help="with --validate: walk sub-folders")
+    quant.add_argument("--limit", type=int, metavar="N", help="with --validate: at most N images")
+    quant.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run the comparison")
+    quant.add_argument("--offline", action="store_true", help="never download; use only files already here")
+    _add_tag_options(quant)
+    _common(quant)
+
     cache = sub.add_parser("cache", help="show or clear the probability cache")
     cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
     cache.add_argument("--cache", metavar="FILE", help="cache file (default: $TAGGER_CACHE or per-user)")
@@ -285,6 +303,35 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger.engine import Tagger
+    from tagger.quantize import int8_name, quantize_model, validate_quantized
+
+    models_dir = paths.models_dir(args.models_dir)
+    target = models_dir / (args.out or int8_name(args.name))
+    if target.exists() and not args.force and args.validate:
+        _print_err(f"using the existing int8 copy {target} (--force makes it again)")
+    else:
+        target = quantize_model(
+            args.name, models_dir, out_name=args.out, overwrite=args.force, download=not args.offline
+        )
+        _emit(out, f"int8 model written to {target}; use it with --model {target.name}")
+    if not args.validate:
+        return EXIT_OK
+    tagger = Tagger(models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty())
+    report = validate_quantized(
+        tagger,
+        args.name,
+        target.name,
+        args.validate,
+        options_from_args(args),
+        recursive=args.recursive,
+        limit=args.limit,
+    )
+    _emit(out, report.summary())
+    return EXIT_OK if report.images else EXIT_FAILED
+
+
 def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.cache import ProbCache
 
@@ -329,7 +376,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     out = out or sys.stdout
-    handlers = {"tag": cmd_tag, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve}
+    handlers = {"tag": cmd_tag, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve, "quantize": cmd_quantize}
     try:
         return handlers[args.command](args, out)
     except OptionsError as e:
