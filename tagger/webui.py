@@ -106,6 +106,7 @@ class Setting:
     kind: str  # "dropdown" | "slider" | "checkbox" | "radio" | "textbox"
     args: dict[str, Any] | Callable[[], dict[str, Any]] | None = None
     restart: bool = False
+    reload_ui: bool = False
 
 
 def settings_list(model_choices: Callable[[], list[str]]) -> list[Setting]:
@@ -145,7 +146,13 @@ def settings_list(model_choices: Callable[[], list[str]]) -> list[Setting]:
             "slider",
             {"minimum": 0, "maximum": 64, "step": 1},
         ),
-        Setting("tagger_interrogate_on_drop", False, "Interrogate as soon as an image is dropped", "checkbox"),
+        Setting(
+            "tagger_interrogate_on_drop",
+            False,
+            "Interrogate as soon as an image is dropped",
+            "checkbox",
+            reload_ui=True,
+        ),
     ]
 
 
@@ -303,6 +310,8 @@ class TaggerExtension:
             info = shared.OptionInfo(s.default, s.label, _component(s.kind), s.args, onchange=onchange, section=SECTION)
             if s.restart and hasattr(info, "needs_restart"):
                 info = info.needs_restart()
+            if s.reload_ui and hasattr(info, "needs_reload_ui"):
+                info = info.needs_reload_ui()
             shared.opts.add_option(s.key, info)
 
     def on_ui_tabs(self) -> list[tuple[Any, str, str]]:

@@ -192,7 +192,10 @@ class TaggerPage:
         tag_outputs = [self.prompt, self.ratings, self.tags, self.status, self.last, self.model]
         run_inputs = {self.image, self.model, self.unload_after, *c}
         self.interrogate_btn.click(self.interrogate, run_inputs, tag_outputs)
-        self.image.upload(self.interrogate_on_drop, run_inputs, tag_outputs)
+        if self.host.defaults().interrogate_on_drop:
+            # Only when wanted: gradio 4.40 can lose the result of an event that starts while another of the
+            # same session finishes (an upload event and a quick click on Interrogate), leaving it pending.
+            self.image.upload(self.interrogate_on_drop, run_inputs, tag_outputs)
         retag_inputs = {self.last, *c}
         retag_outputs = [self.prompt, self.ratings, self.tags, self.status]
         for comp in c:

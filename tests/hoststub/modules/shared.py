@@ -34,6 +34,10 @@ class OptionInfo:
         self.comment_after += " (requires restart)"
         return self
 
+    def needs_reload_ui(self) -> OptionInfo:
+        self.comment_after += " (requires Reload UI)"
+        return self
+
 
 class Options:
     def __init__(self) -> None:
