@@ -168,18 +168,6 @@ def _component(kind: str) -> Any:
     }[kind]
 
 
-def parse_api_auth(text: str | None) -> dict[str, str] | None:
-    """``--api-auth "u1:p1,u2:p2"`` as the host reads it (a password may contain ':' after the first)."""
-    if not text:
-        return None
-    out = {}
-    for item in text.split(","):
-        user, sep, password = item.strip().partition(":")
-        if sep and user:
-            out[user] = password
-    return out or None
-
-
 # -- the host ------------------------------------------------------------------------------------------------
 
 
@@ -324,8 +312,11 @@ class TaggerExtension:
         cmd = getattr(self.modules.shared, "cmd_opts", None)
         if not (getattr(cmd, "api", False) or getattr(cmd, "nowebui", False)):
             return  # like the host's own API: only with --api (or --nowebui)
-        from tagger.api import mount_api
+        from tagger.api import mount_api, parse_api_auth
 
-        mount_api(
-            app, self.tagger(), queue_lock=self.host.queue_lock(), auth=parse_api_auth(getattr(cmd, "api_auth", None))
-        )
+        try:
+            auth = parse_api_auth(getattr(cmd, "api_auth", None))
+        except ValueError as e:  # never serve the API without the protection the user asked for
+            log.error("Tagger: the HTTP API is not mounted: %s", e)
+            return
+        mount_api(app, self.tagger(), queue_lock=self.host.queue_lock(), auth=auth)

@@ -312,3 +312,16 @@ def test_preload_adds_the_flags() -> None:
     args = parser.parse_args(["--tagger-models-dir", "/m", "--tagger-device", "cuda:1"])
     assert (args.tagger_models_dir, args.tagger_device) == ("/m", "cuda:1")
     assert parser.parse_args([]).tagger_device is None
+
+
+def test_malformed_api_auth_keeps_the_api_closed(host, caplog) -> None:
+    from fastapi import FastAPI
+    from modules import script_callbacks, shared
+
+    _run_script()
+    shared.cmd_opts.api = True
+    shared.cmd_opts.api_auth = "alice"  # no password: the host's own parser would fail on it too
+    app = FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    assert not any(getattr(r, "path", "").startswith("/tagger/") for r in app.routes)
+    assert "not mounted" in caplog.text and "alice" in caplog.text
