@@ -698,7 +698,7 @@ class _Api:
         hit = self.tagger.cached(name, data, opts)
         if hit is None:
             return None
-        result, files = hit
+        result, files, _ = hit
         return _tags_out(result, self.tagger.labels(files)), files.name
 
     def infer(self, loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:

@@ -105,7 +105,9 @@ class ProbCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             conn = self._open()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.OperationalError as e:  # busy, locked, read-only, disk full: not damage
+            raise CacheUnavailable(str(e)) from e
+        except sqlite3.DatabaseError as e:  # "file is not a database", "malformed": damage
             self._set_aside(f"unreadable ({e})")
             conn = self._open()
         self._conn = conn
@@ -114,17 +116,19 @@ class ProbCache:
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
         try:
+            # One write transaction checks and sets up the file, so that two processes opening a new cache
+            # at once never see each other's half-made file (and never take it for a foreign one).
+            conn.execute("BEGIN IMMEDIATE")
             app_id = conn.execute("PRAGMA application_id").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             if tables and (app_id != APPLICATION_ID or "entries" not in tables):
+                conn.rollback()
                 conn.close()
                 self._set_aside(f"not a tagger cache (application id {app_id:#x}, tables {sorted(tables)})")
-                conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+                return self._open()
             version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if tables and app_id == APPLICATION_ID and version != SCHEMA_VERSION:
+            if tables and version != SCHEMA_VERSION:
                 conn.execute("DROP TABLE IF EXISTS entries")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute(
@@ -135,6 +139,10 @@ class ProbCache:
             )
             conn.execute("CREATE INDEX IF NOT EXISTS entries_created ON entries(created)")
             conn.execute("SELECT count(*) FROM entries").fetchone()  # reads a page: surfaces corruption now
+            conn.execute("COMMIT")
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.DatabaseError:
             conn.close()
             raise
@@ -154,6 +162,9 @@ class ProbCache:
         with self._lock:
             try:
                 yield self._connect()
+            except sqlite3.OperationalError as e:  # busy or locked past the timeout: skip the cache this once
+                log.info("probability cache %s not used for this call: %s", self.path, e)
+                raise CacheUnavailable(str(e)) from e
             except sqlite3.DatabaseError as e:  # corrupted while open: set aside, next call rebuilds
                 self.close()
                 self._set_aside(f"damaged ({e})")

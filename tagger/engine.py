@@ -42,6 +42,10 @@ class ImageTags:
     elapsed: float  # seconds for this call (whole batch time / images for batch calls)
     probs: np.ndarray | None = None
     cached: bool = False  # answered from the probability cache, without the model
+    # For cached answers: ``probs`` is exact at or above ``floor`` (zero below) and ``mcut`` holds the MCut
+    # points of the full vector; pass ``mcut`` to postprocess when re-formatting these probabilities.
+    mcut: tuple[float, float] | None = None
+    floor: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,7 @@ class Tagger:
 
     def cached(
         self, model: str, image: Any, options: TagOptions, *, digest: str | None = None
-    ) -> tuple[TagResult, hub.ModelFiles] | None:
+    ) -> tuple[TagResult, hub.ModelFiles, CachedProbs] | None:
         """The result for ``image`` from the probability cache, or None (no cache, not seen, or not exact)."""
         if self.cache is None:
             return None
@@ -190,7 +194,7 @@ class Tagger:
         if hit is None:
             return None
         mcut = (hit.mcut_general, hit.mcut_character)
-        return postprocess(hit.probs, self.labels(files), options, mcut=mcut), files
+        return postprocess(hit.probs, self.labels(files), options, mcut=mcut), files, hit
 
     def remember(self, model: str, image: Any, probs: np.ndarray, labels: Labels, *, digest: str | None = None) -> None:
         """Store the model's answer for ``image`` in the probability cache (if there is one)."""
@@ -207,8 +211,10 @@ class Tagger:
         digest = image_digest(image) if self.cache is not None else None  # hashed once, used twice
         hit = self.cached(model, image, opts, digest=digest)
         if hit is not None:
-            result, files = hit
-            return ImageTags(image, result, files.name, "cache", time.perf_counter() - start, None, True)
+            result, files, probs = hit
+            mcut = (probs.mcut_general, probs.mcut_character)
+            elapsed = time.perf_counter() - start
+            return ImageTags(image, result, files.name, "cache", elapsed, probs.probs, True, mcut, probs.floor)
         loaded, probs = self.predict(model, image)
         self.remember(model, image, probs, loaded.labels, digest=digest)
         result = postprocess(probs, loaded.labels, opts)

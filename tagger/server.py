@@ -33,7 +33,7 @@ def build_app(
 ) -> Any:
     """The FastAPI app serving the page at ``/`` and the API under ``/tagger/v1``.
 
-    ``tagger`` defaults to ``Tagger(models_dir, device)``; ``host`` to a ``StandaloneHost`` with
+    ``tagger`` defaults to ``Tagger(models_dir, device)`` with the probability cache; ``host`` to a ``StandaloneHost`` with
     ``defaults`` and ``presets_dir`` (default: the per-user data folder).
     """
     import gradio as gr
@@ -42,7 +42,11 @@ def build_app(
     from tagger.ui import build_ui
     from tagger.ui.compat import enable_queue
 
-    tagger = tagger or Tagger(models_dir, device)
+    if tagger is None:
+        from tagger.cache import ProbCache
+        from tagger.paths import cache_path
+
+        tagger = Tagger(models_dir, device, cache=ProbCache(cache_path()))
     host = host or StandaloneHost(defaults, Path(presets_dir) if presets_dir else None)
     app = create_app(tagger)  # API routes first: the page's mount at "/" takes whatever they do not
     page = build_ui(tagger, host, standalone_assets=True)

@@ -267,9 +267,14 @@ class TaggerExtension:
 
     def tagger(self) -> Any:
         if self._tagger is None:
+            from tagger.cache import ProbCache
             from tagger.engine import Tagger
 
-            self._tagger = Tagger(self.host.models_dir(), self.host.device())
+            # The probability cache lives in the models folder (beside what it caches): re-interrogating an
+            # image with other thresholds is instant, in the tab and over the API.
+            models_dir = self.host.models_dir()
+            cache = ProbCache(models_dir / "probs-cache.sqlite3")
+            self._tagger = Tagger(models_dir, self.host.device(), cache=cache)
         return self._tagger
 
     def register(self) -> None:

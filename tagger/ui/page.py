@@ -49,6 +49,8 @@ class LastPrediction:
     provider: str
     elapsed: float
     note: str
+    mcut: tuple[float, float] | None = None  # from the probability cache: MCut points of the full vector
+    floor: float = 0.0  # from the probability cache: probs are exact at or above this, zero below
 
 
 class TaggerPage:
@@ -322,7 +324,16 @@ class TaggerPage:
             self.tagger.unload(model)
             message = "Model unloaded after use."
         assert tags.probs is not None
-        last = LastPrediction(tags.model, tags.probs, loaded.labels, tags.provider, tags.elapsed, loaded.device_note)
+        last = LastPrediction(
+            tags.model,
+            tags.probs,
+            loaded.labels,
+            tags.provider,
+            tags.elapsed,
+            loaded.device_note,
+            tags.mcut,
+            tags.floor,
+        )
         prompt, ratings, bars = self._tag_views(tags.result, options)
         return {
             self.prompt: prompt,
@@ -341,9 +352,21 @@ class TaggerPage:
 
         def run(data: dict[Any, Any]) -> dict[Any, Any]:
             options = self.controls.options(data)
-            result = postprocess(last.probs, last.labels, options)
+            result = postprocess(last.probs, last.labels, options, mcut=last.mcut)
             prompt, ratings, bars = self._tag_views(result, options)
-            return {self.prompt: prompt, self.ratings: ratings, self.tags: bars, self.status: self._status_for(last)}
+            thresholds = [
+                t
+                for t, by_mcut in (
+                    (options.general_threshold, options.general_mcut),
+                    (options.character_threshold, options.character_mcut),
+                )
+                if not by_mcut
+            ]
+            message = ""
+            if last.floor and thresholds and min(thresholds) < last.floor:
+                message = f"Thresholds under {last.floor} need the model: press Interrogate to run it again."
+            status = self._status_for(last, message)
+            return {self.prompt: prompt, self.ratings: ratings, self.tags: bars, self.status: status}
 
         return self._guard(run, data)
 
