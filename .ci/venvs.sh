@@ -11,4 +11,4 @@ make_env() {  # name, pins...
   "$venv/bin/python" -m pip install -q "$@" -e ".[test,api,ui,cli,bench]"
 }
 make_env a1111 -c .ci/pins-a1111.txt
-make_env forge -c .ci/pins-forge.txt
+make_env forge -c constraints.txt
