@@ -342,3 +342,10 @@ def test_counts_csv_has_every_tag(tmp_path: Path) -> None:
     counts = collections.Counter({f"t{i}": i for i in range(1, 300)})
     path = render.write_counts_csv(tmp_path / "c.csv", counts, 299)
     assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 300
+
+
+def test_components_started_from_settings_are_not_saved_by_the_host(page: Any) -> None:
+    """The WebUI's ui-config.json would otherwise override the Tagger settings after the first launch."""
+    assert page.model.do_not_save_to_config and page.unload_after.do_not_save_to_config
+    for name in ("general_threshold", "character_threshold"):
+        assert page.controls.components[name].do_not_save_to_config

@@ -100,7 +100,10 @@ class OptionControls:
         out = into or cls({})
         for name in OPTION_FIELDS:
             if group is None or group_of(name) == group:
-                out.components[name] = make_control(name, getattr(initial, name))
+                comp = make_control(name, getattr(initial, name))
+                # Their start comes from the Tagger settings: the WebUI's ui-config.json must not override it.
+                comp.do_not_save_to_config = True
+                out.components[name] = comp
         return out
 
     def __iter__(self) -> typing.Iterator[Any]:

@@ -134,11 +134,13 @@ class TaggerPage:
                 value = defaults.model
                 choices.append(value)
             self.model = gr.Dropdown(label="Model", choices=choices, value=value, elem_id="tagger_model", scale=4)
+            self.model.do_not_save_to_config = True  # the start follows Settings, not the WebUI's ui-config.json
             self.refresh_btn = gr.Button("Refresh", elem_id="tagger_model_refresh", scale=1, min_width=80)
         with gr.Row(elem_id="tagger_unload_row"):
             self.unload_after = gr.Checkbox(
                 label="Unload model after interrogation", value=defaults.unload_after, elem_id="tagger_unload_after"
             )
+            self.unload_after.do_not_save_to_config = True
             self.unload_btn = gr.Button("Unload all models", elem_id="tagger_unload_all")
 
     def _build_options(self, initial: TagOptions, defaults: Any) -> None:
