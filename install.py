@@ -64,7 +64,7 @@ def parse_dependencies(pyproject_text: str) -> list[str]:
             if m is None:
                 continue
             collected, line = "", m.group(1)
-        end = _array_end(line)
+        end = _unquoted(line, "]")  # the array's closing bracket
         collected += " " + (line if end is None else line[:end])
         if end is not None:
             return [a or b for a, b in re.findall(r"\"([^\"]*)\"|'([^']*)'", collected)]
@@ -73,8 +73,8 @@ def parse_dependencies(pyproject_text: str) -> list[str]:
     raise ValueError("pyproject.toml: no [project] dependencies array")
 
 
-def _strip_comment(line: str) -> str:
-    """``line`` without a trailing ``# comment`` (a ``#`` inside quotes is kept)."""
+def _unquoted(line: str, char: str) -> int | None:
+    """Index of the first ``char`` in ``line`` outside quotes, or None."""
     quote = None
     for i, ch in enumerate(line):
         if quote:
@@ -82,23 +82,15 @@ def _strip_comment(line: str) -> str:
                 quote = None
         elif ch in "\"'":
             quote = ch
-        elif ch == "#":
-            return line[:i]
-    return line
-
-
-def _array_end(line: str) -> int | None:
-    """Index of the ``]`` closing the array in ``line`` (outside quotes), or None."""
-    quote = None
-    for i, ch in enumerate(line):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "\"'":
-            quote = ch
-        elif ch == "]":
+        elif ch == char:
             return i
     return None
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` inside quotes is kept)."""
+    end = _unquoted(line, "#")
+    return line if end is None else line[:end]
 
 
 def dist_name(requirement: str) -> str:

@@ -17,7 +17,7 @@ from tagger.engine import Tagger
 from tagger.errors import ModelFormatError, ModelUnavailableError, OptionsError
 from tagger.options import TagOptions
 from tagger.runtime import CPU, CUDA, Device, available_cpus, cuda_diagnosis
-from tests.modelgen import ROWS, Row, build_model, expected_probs, make_model_dir, write_csv
+from tests.modelgen import ROWS, build_model, expected_probs, make_model_dir, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,6 +239,3 @@ def test_options_object_is_frozen_and_defaults_match_webui():
     with pytest.raises(AttributeError):
         o.general_threshold = 0.5  # type: ignore[misc]
 
-
-def test_row_oracle_matches_csv():
-    assert isinstance(ROWS[0], Row) and len(ROWS) == 18
