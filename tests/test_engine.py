@@ -238,4 +238,3 @@ def test_options_object_is_frozen_and_defaults_match_webui():
     assert (o.general_threshold, o.character_threshold, o.replace_underscores, o.escape) == (0.35, 0.85, True, True)
     with pytest.raises(AttributeError):
         o.general_threshold = 0.5  # type: ignore[misc]
-
