@@ -269,9 +269,10 @@ def report(res: Results) -> str:
                    f"above {cfg.max_foreign:.0%}.")  # fmt: skip
     out.append("")
     out.append(
-        "| model | path | images/s | ms/image | first result (s) | peak RSS (MB) | CPU s/image | other programs |"
+        "| model | path | images/s | ms/image | first result (s) | load + warm-up (s) | peak RSS (MB) | CPU s/image "
+        "| other programs |"
     )
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for (model, variant), runs in res.runs.items():
         ips = _median([r["images_per_s"] for r in runs])
         foreign = _median([r.get("foreign_cpu") for r in runs])

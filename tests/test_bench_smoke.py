@@ -34,6 +34,7 @@ def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: py
     assert "| re-threshold " in out and "from the cache vs re-running the model" in out  # filled in by the cache
     assert "| decode | preprocess | inference |" in out
     assert markdown.read_text(encoding="utf-8") in out
+    _assert_tables_are_rectangular(out)
 
     data = json.loads(raw.read_text())
     ours = data["runs"]["trivial/ours"][0]
@@ -43,3 +44,18 @@ def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: py
     # Models and images went to the cache given, nothing into the repository.
     assert (cache / "models" / "trivial" / "model.onnx").is_file()
     assert len(list((cache / "images").rglob("*.*"))) == 6
+
+
+def _assert_tables_are_rectangular(text: str) -> None:
+    """Every markdown table row has as many cells as its header (a missing header once shifted a column)."""
+    width = None
+    tables = 0
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            width = None
+            continue
+        cells = len(line.strip().strip("|").split("|"))
+        if width is None:
+            width, tables = cells, tables + 1
+        assert cells == width, f"{cells} cells, header has {width}: {line}"
+    assert tables >= 3
