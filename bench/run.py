@@ -53,6 +53,7 @@ class Config:
     memory_counts: tuple[int, int] = (200, 2000)
     stage_images: int = 16
     batch_size: int | None = None
+    device: str = "cpu"  # cuda or cuda:N measures the GPU path (the table says which provider really ran)
     max_foreign: float = 0.10  # a run during which other programs used more of the machine is re-run...
     retries: int = 2  # ...at most this many times
     quiet_wait: float = 20.0  # before each run, wait up to this long for other programs to go quiet
@@ -87,10 +88,10 @@ class Results:
 
 
 def spawn(variant: str, models_dir: Path, model: str, folder: Path, batch_size: int | None,
-          cache: bool = True) -> dict[str, Any]:  # fmt: skip
+          cache: bool = True, device: str = "cpu") -> dict[str, Any]:  # fmt: skip
     """Run one variant in a fresh interpreter and return its JSON result."""
     cmd = [sys.executable, "-m", "bench.worker", variant, "--models-dir", str(models_dir), "--model", model,
-           "--folder", str(folder)]  # fmt: skip
+           "--folder", str(folder), "--device", device]  # fmt: skip
     if batch_size:
         cmd += ["--batch-size", str(batch_size)]
     if not cache:
@@ -118,7 +119,7 @@ class Measurer:
             if cfg.quiet_wait > 0 and self.spent < cfg.noise_budget:
                 wait_quiet(cfg.max_foreign, min(cfg.quiet_wait, cfg.noise_budget - self.spent))
             t1 = time.perf_counter()
-            result = spawn(variant, self.models_dir, model, folder, cfg.batch_size, cache)
+            result = spawn(variant, self.models_dir, model, folder, cfg.batch_size, cache, cfg.device)
             self.spent += t1 - t0
             share = result.get("foreign_cpu")
             if share is None or share <= cfg.max_foreign:
@@ -264,6 +265,7 @@ def report(res: Results) -> str:
     out.append(f"Images: {res.image_set}; the trivial model tags the first {cfg.trivial_images} of the same "
                "generated series (all distinct files). "
                f"{cfg.rounds} round{'s' if cfg.rounds != 1 else ''}, variants interleaved, medians.")  # fmt: skip
+    out.append(_device_line(res))
     out.append("")
     shares = [r["foreign_cpu"] for runs in res.runs.values() for r in runs if r.get("foreign_cpu") is not None]
     if shares:
@@ -314,6 +316,20 @@ def report(res: Results) -> str:
     return "\n".join(out) + "\n"
 
 
+def _device_line(res: Results) -> str:
+    """Which provider ran and at which batch size, from the workers' own reports (not from what was asked)."""
+    runs = [r for rounds in res.runs.values() for r in rounds]
+    providers = sorted({r.get("provider", "?") for r in runs})
+    sizes = sorted({r["batch_size"] for (_, variant), rounds in res.runs.items() if variant != "baseline"
+                    for r in rounds})  # fmt: skip
+    line = (f"Device asked: {res.config.device}; ran on: {', '.join(providers) or '—'}; batch size for ours and "
+            f"the ceiling: {', '.join(map(str, sizes)) or '—'} (the baseline: 1).")  # fmt: skip
+    notes = sorted({r["device_note"] for r in runs if r.get("device_note")})
+    if notes:
+        line += " **The GPU was not used:** " + " ".join(notes)
+    return line
+
+
 def _target_rows(res: Results) -> list[str]:
     rows = []
 
@@ -337,11 +353,13 @@ def _target_rows(res: Results) -> list[str]:
     if len(res.memory) == 2:
         small, big = sorted(res.memory)
         grow = res.memory[big]["peak_rss_mb"] / res.memory[small]["peak_rss_mb"]
-        rows.append(
-            f"| peak RSS, {big:,} images vs {small:,} images | within 10% | "
-            f"{res.memory[big]['peak_rss_mb']:.0f} vs {res.memory[small]['peak_rss_mb']:.0f} MB "
-            f"({(grow - 1) * 100:+.1f}%) | {_holds(grow, 1.10, higher=False)} |"
-        )
+        shown = (f"{res.memory[big]['peak_rss_mb']:.0f} vs {res.memory[small]['peak_rss_mb']:.0f} MB "
+                 f"({(grow - 1) * 100:+.1f}%)")  # fmt: skip
+        typical = [res.memory[n].get("median_rss_mb") for n in (big, small)]
+        if None not in typical:  # the resident size during the run: flat when nothing accumulates per image
+            shown += f"; median resident {typical[0]:.0f} vs {typical[1]:.0f} MB"
+        rows.append(f"| peak RSS, {big:,} images vs {small:,} images | within 10% | {shown} | "
+                    f"{_holds(grow, 1.10, higher=False)} |")  # fmt: skip
     rt = res.rethreshold
     if rt is None:
         rows.append("| re-threshold 1,000 tagged images from the cache vs re-running the model | >= 50x, identical "
@@ -390,6 +408,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--no-int8", action="store_true", help="skip the int8 ViT-B")
     p.add_argument("--memory", help="two image counts for the memory check (default 200,2000; quick 50,500)")
     p.add_argument("--batch-size", type=int, help="batch size for ours and the ceiling (default: the pipeline's)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N: where every variant runs")
     p.add_argument(
         "--cache", type=Path, help="cache folder (default $TAGGER_BENCH_CACHE or ~/.cache/wd14-tagger-bench)"
     )
@@ -426,7 +445,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         except ValueError:
             p.error("--memory takes two counts, e.g. 200,2000")
         cfg.memory_counts = (small, big)
-    cfg.batch_size, cfg.cache = a.batch_size, a.cache
+    cfg.batch_size, cfg.cache, cfg.device = a.batch_size, a.cache, a.device
     cfg.markdown, cfg.json = a.markdown, a.json
     return cfg
 

@@ -19,8 +19,10 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,38 @@ def _peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+class RssSampler:
+    """Samples this process's resident size every ``interval`` seconds in a thread while the block runs:
+    ``median_mb`` is its typical size during the run, which, unlike the peak, no rare coincidence of large
+    decodes moves. Linux only (``/proc/self/statm``); elsewhere ``median_mb`` stays None."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.samples: list[float] = []
+        self.median_mb: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        statm = Path("/proc/self/statm")
+        while not self._stop.wait(self.interval):
+            try:
+                self.samples.append(int(statm.read_text().split()[1]) * page / 2**20)
+            except (OSError, ValueError, IndexError):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if self.samples:
+            self.median_mb = statistics.median(self.samples)
+
+
 def _cpu_s() -> float:
     t = os.times()
     return t.user + t.system
@@ -67,14 +101,20 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def run_variant(
-    variant: str, models_dir: Path, model: str, folder: Path, batch_size: int | None = None, use_cache: bool = True
+    variant: str,
+    models_dir: Path,
+    model: str,
+    folder: Path,
+    batch_size: int | None = None,
+    use_cache: bool = True,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     from tagger.engine import Tagger
     from tagger.pipeline import default_batch_size
 
     if variant not in VARIANTS:
         raise SystemExit(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    tagger = Tagger(models_dir, device="cpu", download=False, progress=False)
+    tagger = Tagger(models_dir, device=device, download=False, progress=False)
     t0 = time.perf_counter()
     loaded = tagger.load(model)
     session_s = time.perf_counter() - t0
@@ -93,12 +133,14 @@ def run_variant(
         "model": model,
         "batch_size": bs,
         "threads": loaded.threads,
+        "provider": loaded.provider_label,  # what really ran: a CUDA request can fall back to the CPU
+        "device_note": loaded.device_note,
         "session_s": session_s,
         "warmup_s": warmup_s,
         "rss_loaded_mb": _rss_mb(),
     }
     first: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="wd14-bench-out-") as out, ForeignCPU() as foreign:
+    with tempfile.TemporaryDirectory(prefix="wd14-bench-out-") as out, ForeignCPU() as foreign, RssSampler() as rss:
         cpu0 = _cpu_s()
         start = time.perf_counter()
         if variant == "ours":
@@ -120,6 +162,7 @@ def run_variant(
         first_result_s=first[0] if first else None,
         cpu_s_per_image=cpu / n if n else None,
         peak_rss_mb=_peak_rss_mb(),
+        median_rss_mb=rss.median_mb,
         foreign_cpu=foreign.share,  # share of the machine other programs used meanwhile (None: unknown)
     )
     return result
@@ -213,8 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--no-cache", action="store_true", help="ours: no probability cache (the CLI's --no-cache)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
-    result = run_variant(args.variant, args.models_dir, args.model, args.folder, args.batch_size, not args.no_cache)
+    result = run_variant(
+        args.variant, args.models_dir, args.model, args.folder, args.batch_size, not args.no_cache, args.device
+    )
     print(json.dumps(result), flush=True)
     return 0
 

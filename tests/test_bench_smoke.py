@@ -30,9 +30,10 @@ def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: py
     ):
         assert path in out
     assert "trivial model (pipeline-bound), ours / baseline | >= 1.8 |" in out
-    assert "peak RSS, 12 images vs 6 images | within 10% |" in out
+    assert "peak RSS, 12 images vs 6 images | within 10% |" in out and "median resident" in out
     assert "| re-threshold " in out and "from the cache vs re-running the model" in out  # filled in by the cache
     assert "| decode | preprocess | inference |" in out
+    assert "Device asked: cpu; ran on: CPU; batch size for ours and the ceiling: 1 (the baseline: 1)." in out
     assert markdown.read_text(encoding="utf-8") in out
     _assert_tables_are_rectangular(out)
 
@@ -44,6 +45,24 @@ def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: py
     # Models and images went to the cache given, nothing into the repository.
     assert (cache / "models" / "trivial" / "model.onnx").is_file()
     assert len(list((cache / "images").rglob("*.*"))) == 6
+
+
+def test_a_cuda_request_on_a_machine_without_one_says_so_in_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Real path: CUDA is asked of this CPU-only onnxruntime; the report must not pass CPU figures off as GPU ones."""
+    import onnxruntime as ort
+
+    from bench.run import main
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: the fallback cannot be shown here")
+    argv = ["--models", "trivial", "--images", "3", "--trivial-images", "3", "--rounds", "1", "--memory", "3,4",
+            "--no-wait", "--device", "cuda", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Device asked: cuda; ran on: CPU;" in out
+    assert "**The GPU was not used:**" in out and "onnxruntime-gpu" in out
 
 
 def _assert_tables_are_rectangular(text: str) -> None:
