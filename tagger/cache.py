@@ -58,6 +58,11 @@ class CachedProbs:
     mcut_general: float
     mcut_character: float
 
+    @property
+    def mcut(self) -> tuple[float, float]:
+        """The MCut points ``(general, character)`` of the full vector, for ``postprocess(..., mcut=)``."""
+        return self.mcut_general, self.mcut_character
+
     def serves(self, opts: TagOptions) -> bool:
         """True when every tag these options select is at or above the floor, so the answer is exact."""
         g = self.mcut_general if opts.general_mcut else opts.general_threshold

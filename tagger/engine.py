@@ -42,10 +42,9 @@ class ImageTags:
     elapsed: float  # seconds for this call (whole batch time / images for batch calls)
     probs: np.ndarray | None = None
     cached: bool = False  # answered from the probability cache, without the model
-    # For cached answers: ``probs`` is exact at or above ``floor`` (zero below) and ``mcut`` holds the MCut
-    # points of the full vector; pass ``mcut`` to postprocess when re-formatting these probabilities.
-    mcut: tuple[float, float] | None = None
-    floor: float = 0.0
+    # The cache entry behind a cached answer (``tag_image``): ``probs`` is exact only at or above its floor;
+    # pass ``hit.mcut`` to postprocess and ask ``hit.serves(options)`` when re-formatting these probabilities.
+    hit: CachedProbs | None = None
 
 
 @dataclass(frozen=True)
@@ -193,8 +192,7 @@ class Tagger:
         hit = self._lookup(digest or image_digest(image), mkey, options)
         if hit is None:
             return None
-        mcut = (hit.mcut_general, hit.mcut_character)
-        return postprocess(hit.probs, self.labels(files), options, mcut=mcut), files, hit
+        return postprocess(hit.probs, self.labels(files), options, mcut=hit.mcut), files, hit
 
     def remember(self, model: str, image: Any, probs: np.ndarray, labels: Labels, *, digest: str | None = None) -> None:
         """Store the model's answer for ``image`` in the probability cache (if there is one)."""
@@ -211,10 +209,9 @@ class Tagger:
         digest = image_digest(image) if self.cache is not None else None  # hashed once, used twice
         hit = self.cached(model, image, opts, digest=digest)
         if hit is not None:
-            result, files, probs = hit
-            mcut = (probs.mcut_general, probs.mcut_character)
+            result, files, entry = hit
             elapsed = time.perf_counter() - start
-            return ImageTags(image, result, files.name, "cache", elapsed, probs.probs, True, mcut, probs.floor)
+            return ImageTags(image, result, files.name, "cache", elapsed, entry.probs, True, entry)
         loaded, probs = self.predict(model, image)
         self.remember(model, image, probs, loaded.labels, digest=digest)
         result = postprocess(probs, loaded.labels, opts)
@@ -249,7 +246,7 @@ class Tagger:
                 yield _Known(src, digest, self._lookup(digest, mkey, opts))
 
         def mcut_of(item: _Known) -> tuple[float, float] | None:
-            return (item.hit.mcut_general, item.hit.mcut_character) if item.hit is not None else None
+            return item.hit.mcut if item.hit is not None else None
 
         stream = lookups()
         first_miss: _Known | None = None

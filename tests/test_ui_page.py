@@ -91,6 +91,27 @@ def test_interrogate_fills_prompt_bars_status_and_remembers_probabilities(page: 
     assert "long hair" not in retagged[page.prompt] and "solo" not in retagged[page.prompt]
 
 
+def test_a_cached_answer_retags_exactly_and_says_when_a_threshold_needs_the_model(
+    model_root: Path, tmp_path: Path
+) -> None:
+    from tagger.cache import ProbCache
+
+    host = StandaloneHost(HostDefaults(model="test-model"), presets_dir=tmp_path / "presets")
+    cached_page = build_ui(Tagger(model_root, "cpu", cache=ProbCache(tmp_path / "probs.sqlite3")), host)
+    first = cached_page.interrogate(inputs(cached_page, image=red()), NO_PROGRESS)
+    again = cached_page.interrogate(inputs(cached_page, image=red()), NO_PROGRESS)
+    assert first[cached_page.last].hit is None and again[cached_page.last].hit is not None  # the cache answered
+    for options in ({"general_threshold": 0.55}, {"general_mcut": True, "character_mcut": True}):
+        model_side = cached_page.retag(inputs(cached_page, last=first[cached_page.last], **options))
+        cache_side = cached_page.retag(inputs(cached_page, last=again[cached_page.last], **options))
+        assert cache_side[cached_page.prompt] == model_side[cached_page.prompt]
+        assert "need the model" not in cache_side[cached_page.status]
+    low = cached_page.retag(inputs(cached_page, last=again[cached_page.last], general_threshold=0.005))
+    assert "Thresholds under 0.01 need the model" in low[cached_page.status]
+    low_fresh = cached_page.retag(inputs(cached_page, last=first[cached_page.last], general_threshold=0.005))
+    assert "need the model" not in low_fresh[cached_page.status]  # the model's own probabilities are exact
+
+
 def test_unload_after_and_unload_all_report_no_model_loaded(page: Any) -> None:
     out = page.interrogate(inputs(page, image=red(), unload_after=True), NO_PROGRESS)
     assert "unloaded after use" in out[page.status] and render.NO_MODEL_LOADED in out[page.status]

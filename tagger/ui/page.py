@@ -22,6 +22,7 @@ import gradio as gr
 import numpy as np
 
 from tagger.batch import BatchConfig, BatchProgress, BatchSummary, run_batch
+from tagger.cache import CachedProbs
 from tagger.engine import Tagger
 from tagger.errors import TaggerError
 from tagger.host import Host
@@ -49,8 +50,7 @@ class LastPrediction:
     provider: str
     elapsed: float
     note: str
-    mcut: tuple[float, float] | None = None  # from the probability cache: MCut points of the full vector
-    floor: float = 0.0  # from the probability cache: probs are exact at or above this, zero below
+    hit: CachedProbs | None = None  # the probability cache's entry when it answered: exact above its floor
 
 
 class TaggerPage:
@@ -333,8 +333,7 @@ class TaggerPage:
             tags.provider,
             tags.elapsed,
             loaded.device_note,
-            tags.mcut,
-            tags.floor,
+            tags.hit,
         )
         prompt, ratings, bars = self._tag_views(tags.result, options)
         return {
@@ -354,19 +353,12 @@ class TaggerPage:
 
         def run(data: dict[Any, Any]) -> dict[Any, Any]:
             options = self.controls.options(data)
-            result = postprocess(last.probs, last.labels, options, mcut=last.mcut)
+            hit = last.hit
+            result = postprocess(last.probs, last.labels, options, mcut=hit.mcut if hit else None)
             prompt, ratings, bars = self._tag_views(result, options)
-            thresholds = [
-                t
-                for t, by_mcut in (
-                    (options.general_threshold, options.general_mcut),
-                    (options.character_threshold, options.character_mcut),
-                )
-                if not by_mcut
-            ]
             message = ""
-            if last.floor and thresholds and min(thresholds) < last.floor:
-                message = f"Thresholds under {last.floor} need the model: press Interrogate to run it again."
+            if hit is not None and not hit.serves(options):
+                message = f"Thresholds under {hit.floor} need the model: press Interrogate to run it again."
             status = self._status_for(last, message)
             return {self.prompt: prompt, self.ratings: ratings, self.tags: bars, self.status: status}
 
