@@ -24,6 +24,8 @@ class CatalogModel:
     note: str = ""
     model_file: str = MODEL_FILE
     tags_file: str = TAGS_FILE
+    # Other names for this model: what the older WD14 tagger extensions called it (see ``canonical``).
+    aliases: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, str]:
@@ -37,6 +39,12 @@ class CatalogModel:
 # v2 repositories carry the git tag ``v2.0``: pinned to it so that a re-export upstream cannot change
 # results silently. The v3 repositories publish no tag; they are pinned to ``main`` until a verified
 # commit id is recorded here (Hugging Face cannot be reached from the machine this was written on).
+# Aliases: the names the older tagger extensions gave these models, so that their users' scripts, presets and
+# habits keep working. Sources: toriato/stable-diffusion-webui-wd14-tagger and Akegarasu/sd-webui-wd14-tagger
+# (``tagger/utils.py``: their model list keys and the names given to the interrogators), picobyte's fork
+# (``tagger/utils.py``: keys and display names, including the v3 entries of a pull request), and the
+# ``name.v2`` spellings this project's HTTP API accepted before. Names of models not in this catalog (the v1
+# taggers wd14-vit/wd14-convnext, ML-Danbooru, Z3D) are left out: they must not resolve to another model.
 CATALOG: tuple[CatalogModel, ...] = (
     CatalogModel(
         "wd-eva02-large-tagger-v3",
@@ -64,8 +72,18 @@ CATALOG: tuple[CatalogModel, ...] = (
         "SwinV2-B",
         10861,
         "commonly recommended default",
+        aliases=("wd-swinv2-v3", "wd-v1-4-swinv2-tagger.v3", "WD14 SwinV2 v3"),
     ),
-    CatalogModel("wd-vit-tagger-v3", "SmilingWolf/wd-vit-tagger-v3", "main", "v3", "ViT-B/16", 10861, "~379 MB"),
+    CatalogModel(
+        "wd-vit-tagger-v3",
+        "SmilingWolf/wd-vit-tagger-v3",
+        "main",
+        "v3",
+        "ViT-B/16",
+        10861,
+        "~379 MB",
+        aliases=("wd-vit-v3", "wd14-vit-v3", "wd-v1-4-vit-tagger.v3", "WD14 ViT v3"),
+    ),
     CatalogModel(
         "wd-convnext-tagger-v3",
         "SmilingWolf/wd-convnext-tagger-v3",
@@ -74,6 +92,7 @@ CATALOG: tuple[CatalogModel, ...] = (
         "ConvNeXt-B",
         10861,
         "fastest B-size model on CPU",
+        aliases=("wd-convnext-v3", "wd-v1-4-convnext-tagger.v3", "WD14 ConvNext v3"),
     ),
     CatalogModel(
         "wd-v1-4-moat-tagger-v2",
@@ -83,8 +102,24 @@ CATALOG: tuple[CatalogModel, ...] = (
         "MOAT",
         9083,
         "fixed batch 1",
+        aliases=("wd14-moat-v2", "wd-v1-4-moat-tagger.v2", "WD14 moat tagger v2"),
     ),
-    CatalogModel("wd-v1-4-swinv2-tagger-v2", "SmilingWolf/wd-v1-4-swinv2-tagger-v2", "v2.0", "v2", "SwinV2-B", 9083),
+    CatalogModel(
+        "wd-v1-4-swinv2-tagger-v2",
+        "SmilingWolf/wd-v1-4-swinv2-tagger-v2",
+        "v2.0",
+        "v2",
+        "SwinV2-B",
+        9083,
+        aliases=(
+            "wd14-swinv2-v2",
+            "wd14-swinv2-v2-git",
+            "wd14-swinv2-v1",
+            "wd14-swinv2.v2",
+            "WD14 SwinV2 v1",
+            "wd-v1-4-swinv2-tagger.v2",
+        ),
+    ),
     CatalogModel(
         "wd-v1-4-convnextv2-tagger-v2",
         "SmilingWolf/wd-v1-4-convnextv2-tagger-v2",
@@ -92,11 +127,38 @@ CATALOG: tuple[CatalogModel, ...] = (
         "v2",
         "ConvNeXtV2",
         9083,
+        aliases=(
+            "wd14-convnextv2-v2",
+            "wd14-convnextv2-v2-git",
+            "wd14-convnextv2.v1",
+            "WD14 ConvNeXTV2 v1",
+            "wd-v1-4-convnextv2-tagger.v2",
+        ),
     ),
     CatalogModel(
-        "wd-v1-4-convnext-tagger-v2", "SmilingWolf/wd-v1-4-convnext-tagger-v2", "v2.0", "v2", "ConvNeXt", 9083
+        "wd-v1-4-convnext-tagger-v2",
+        "SmilingWolf/wd-v1-4-convnext-tagger-v2",
+        "v2.0",
+        "v2",
+        "ConvNeXt",
+        9083,
+        aliases=(
+            "wd14-convnext-v2",
+            "wd14-convnext-v2-git",
+            "wd14-convnext.v2",
+            "WD14 ConvNeXT v2",
+            "wd-v1-4-convnext-tagger.v2",
+        ),
     ),
-    CatalogModel("wd-v1-4-vit-tagger-v2", "SmilingWolf/wd-v1-4-vit-tagger-v2", "v2.0", "v2", "ViT-B/16", 9083),
+    CatalogModel(
+        "wd-v1-4-vit-tagger-v2",
+        "SmilingWolf/wd-v1-4-vit-tagger-v2",
+        "v2.0",
+        "v2",
+        "ViT-B/16",
+        9083,
+        aliases=("wd14-vit-v2", "wd14-vit-v2-git", "wd14-vit.v2", "WD14 ViT v2", "wd-v1-4-vit-tagger.v2"),
+    ),
 )
 
 DEFAULT_MODEL = "wd-swinv2-tagger-v3"
@@ -111,8 +173,25 @@ KAOMOJI: frozenset[str] = frozenset(
 
 
 def by_name(name: str) -> CatalogModel | None:
-    """The catalog entry called ``name`` (or whose repo id is ``name``), else None."""
+    """The catalog entry called exactly ``name`` (or whose repo id is ``name``), else None. Aliases: ``canonical``."""
     for model in CATALOG:
         if name in (model.name, model.repo_id):
             return model
     return None
+
+
+# Every name a catalog model answers to, case-folded: its name, its repo id and its aliases.
+_FOLDED: dict[str, str] = {
+    spelling.casefold(): model.name for model in CATALOG for spelling in (model.name, model.repo_id, *model.aliases)
+}
+
+
+def canonical(name: str) -> str | None:
+    """The catalog name that ``name`` stands for, else None.
+
+    ``name`` is a catalog name, a repo id or an alias (a name an older tagger extension used); surrounding
+    spaces and letter case do not matter. ``canonical("wd-vit-v3") == "wd-vit-tagger-v3"``.
+    """
+    key = name.strip()
+    model = by_name(key)
+    return model.name if model else _FOLDED.get(key.casefold())

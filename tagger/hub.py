@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tagger.catalog import CATALOG, TAGS_FILE, CatalogModel, by_name
+from tagger.catalog import CATALOG, TAGS_FILE, CatalogModel, by_name, canonical
 from tagger.errors import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -292,7 +292,8 @@ def resolve_model(
     download: bool = True,
     progress: bool = True,
 ) -> ModelFiles:
-    """The files of the model ``name_or_path``: a folder path, a local folder name or a catalog name.
+    """The files of the model ``name_or_path``: a folder path, a local folder name, a catalog name or repo id, or
+    a name an older tagger extension gave a catalog model (``catalog.canonical``: ``wd-vit-v3``, ``wd14-vit-v2``).
 
     Looks in this order: the folder given directly; ``models_dir/<name>/``; the Hugging Face cache (catalog
     models, no network); a download into ``models_dir/<name>/`` (catalog models, when ``download``).
@@ -330,33 +331,34 @@ def _resolve(
     if direct is not None:
         return direct
 
-    # (2) models_dir/<name>/ (catalog names included: files put there by hand win over any download)
+    # (2) a catalog name or repo id; else a local folder of that name; else an older extension's name for a
+    # catalog model (a local folder called like an alias is the user's own model and wins over the alias)
     model = by_name(text)
-    folder_name = model.name if model else text
-    if _folder_name_ok(folder_name):
-        files = model_files_in(models_dir / folder_name)
+    if model is None and _folder_name_ok(text):
+        files = model_files_in(models_dir / text)
         if files is not None:
-            logger.debug("model %s: using %s", folder_name, files[0].parent)
-            return ModelFiles(
-                folder_name,
-                files[0],
-                files[1],
-                model.repo_id if model else None,
-                model.revision if model else None,
-                "local",
-            )
-
+            logger.debug("model %s: using %s", text, files[0].parent)
+            return ModelFiles(text, files[0], files[1], None, None, "local")
+    if model is None:
+        alias_of = canonical(text)
+        model = by_name(alias_of) if alias_of else None
     if model is None:
         raise ModelUnavailableError(_unknown_message(text, models_dir))
 
-    # (3) the Hugging Face cache: no network at all
+    # (3) models_dir/<catalog name>/: files put there by hand win over the cache and any download
+    files = model_files_in(models_dir / model.name)
+    if files is not None:
+        logger.debug("model %s: using %s", model.name, files[0].parent)
+        return ModelFiles(model.name, files[0], files[1], model.repo_id, model.revision, "local")
+
+    # (4) the Hugging Face cache: no network at all
     if cache:
         cached = _cached_files(model, hf_cache_dir())
         if cached is not None:
             logger.debug("model %s: using the Hugging Face cache %s", model.name, cached[0].parent)
             return ModelFiles(model.name, cached[0], cached[1], model.repo_id, model.revision, "cache")
 
-    # (4) download
+    # (5) download
     if is_offline():
         raise ModelUnavailableError(
             _unavailable_message(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tagger import hub
+from tagger import catalog, hub
 from tagger.catalog import CATALOG, by_name
 from tagger.errors import ModelUnavailableError
 from tests.hubstub import HubStub
@@ -415,3 +415,120 @@ def test_list_models(stub: HubStub, models_dir: Path, hf_env: Path, monkeypatch:
 def test_import_is_lazy() -> None:
     code = "import sys, tagger.hub; assert 'huggingface_hub' not in sys.modules, 'imported at import time'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).parents[1])
+
+
+# -- names: catalog names, repo ids and the older extensions' aliases -------------------------------------
+
+# What the older WD14 tagger extensions called the models of this catalog, read from their tagger/utils.py:
+# toriato's and Akegarasu's model list keys, picobyte's keys and display names. Scripts, presets and settings
+# written for them must keep working here.
+OLDER_EXTENSIONS_NAMES = {
+    "wd14-vit-v2": "wd-v1-4-vit-tagger-v2",
+    "wd14-vit-v2-git": "wd-v1-4-vit-tagger-v2",
+    "wd14-convnext-v2": "wd-v1-4-convnext-tagger-v2",
+    "wd14-convnext-v2-git": "wd-v1-4-convnext-tagger-v2",
+    "wd14-swinv2-v2": "wd-v1-4-swinv2-tagger-v2",
+    "wd14-swinv2-v2-git": "wd-v1-4-swinv2-tagger-v2",
+    "wd14-convnextv2-v2": "wd-v1-4-convnextv2-tagger-v2",
+    "wd14-convnextv2-v2-git": "wd-v1-4-convnextv2-tagger-v2",
+    "wd14-moat-v2": "wd-v1-4-moat-tagger-v2",
+    "wd-vit-v3": "wd-vit-tagger-v3",
+    "wd-swinv2-v3": "wd-swinv2-tagger-v3",
+    "wd-convnext-v3": "wd-convnext-tagger-v3",
+    "wd-vit-large-tagger-v3": "wd-vit-large-tagger-v3",
+    "wd-eva02-large-tagger-v3": "wd-eva02-large-tagger-v3",
+    "wd14-vit.v2": "wd-v1-4-vit-tagger-v2",
+    "wd14-convnext.v2": "wd-v1-4-convnext-tagger-v2",
+    "wd14-convnextv2.v1": "wd-v1-4-convnextv2-tagger-v2",
+    "wd14-swinv2-v1": "wd-v1-4-swinv2-tagger-v2",
+    "wd-v1-4-moat-tagger.v2": "wd-v1-4-moat-tagger-v2",
+    "WD14 ViT v2": "wd-v1-4-vit-tagger-v2",
+    "WD14 ConvNeXT v2": "wd-v1-4-convnext-tagger-v2",
+    "WD14 ConvNeXTV2 v1": "wd-v1-4-convnextv2-tagger-v2",
+    "WD14 SwinV2 v1": "wd-v1-4-swinv2-tagger-v2",
+    "WD14 moat tagger v2": "wd-v1-4-moat-tagger-v2",
+}
+
+
+@pytest.mark.parametrize(("name", "expected"), sorted(OLDER_EXTENSIONS_NAMES.items()))
+def test_older_extensions_names_are_catalog_models(name: str, expected: str) -> None:
+    assert catalog.canonical(name) == expected
+    assert catalog.canonical(f"  {name.upper()} ") == expected
+
+
+def test_names_of_models_not_in_the_catalog_stay_unknown(models_dir: Path) -> None:
+    # the v1 taggers (SmilingWolf/wd-v1-4-vit-tagger, -convnext-tagger) and other families are not in the
+    # catalog: their names must not land on a v2 model whose name looks alike
+    for name in ("wd14-vit", "wd14-convnext", "wd14-vit.v1", "WD14 ViT v1", "mld-caformer.dec-5-97527", "", "v2"):
+        assert catalog.canonical(name) is None
+    with pytest.raises(ModelUnavailableError, match="Unknown model 'wd14-vit'"):
+        hub.resolve_model("wd14-vit", models_dir, download=False)
+
+
+def test_aliases_are_unambiguous() -> None:
+    owner: dict[str, str] = {}
+    for model in CATALOG:
+        assert catalog.canonical(model.name) == model.name and catalog.canonical(model.repo_id) == model.name
+        for spelling in (model.name, model.repo_id, *model.aliases):
+            key = spelling.casefold()
+            assert owner.setdefault(key, model.name) == model.name, f"{spelling!r} names two models"
+            assert spelling == spelling.strip() and spelling
+        for alias in model.aliases:
+            assert catalog.canonical(alias) == model.name
+            assert catalog.canonical(alias.swapcase()) == model.name
+            assert by_name(alias) is None  # by_name stays exact: an alias is never a folder or cache key
+
+
+@pytest.fixture
+def catalog_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:
+    """The stand-in Hub serving every catalog repository, each with content of its own."""
+    with HubStub() as server:
+        for model in CATALOG:
+            server.add_repo(model.repo_id, {"model.onnx": repo_onnx(model), "selected_tags.csv": CSV}, model.revision)
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
+
+
+def repo_onnx(model) -> bytes:
+    return model.repo_id.encode() * 64
+
+
+@pytest.mark.parametrize(
+    ("model", "alias"), [(m, a) for m in CATALOG for a in m.aliases], ids=[a for m in CATALOG for a in m.aliases]
+)
+def test_every_alias_downloads_its_model(catalog_stub: HubStub, tmp_path: Path, model, alias: str) -> None:
+    models_dir = tmp_path / "models"
+    files = hub.resolve_model(alias, models_dir, progress=False)
+    assert (files.name, files.repo_id, files.revision, files.source) == (
+        model.name, model.repo_id, model.revision, "download"
+    )  # fmt: skip
+    assert files.model_path == models_dir / model.name / "model.onnx"
+    assert files.model_path.read_bytes() == repo_onnx(model)
+    assert all(f"/{model.repo_id}/resolve/{model.revision}/" in r.path for r in catalog_stub.requests)
+    catalog_stub.reset_requests()
+    again = hub.resolve_model(alias.upper(), models_dir)  # then found in the models folder, by any spelling
+    assert (again.source, again.model_id) == ("local", files.model_id)
+    assert catalog_stub.requests == []
+
+
+def test_local_folder_named_like_an_alias_is_the_users_model(stub: HubStub, models_dir: Path) -> None:
+    put_model(models_dir / "wd14-vit-v2", onnx=b"my own")  # e.g. copied from an older extension's folder
+    files = hub.resolve_model("wd14-vit-v2", models_dir)
+    assert (files.name, files.source, files.repo_id) == ("wd14-vit-v2", "local", None)
+    assert files.model_path.read_bytes() == b"my own"
+    assert stub.requests == []
+
+
+def test_cli_model_by_an_older_name(stub: HubStub, models_dir: Path, solid_image, capsys) -> None:
+    # Akegarasu's name for wd-vit-tagger-v3, on the command line: downloaded from the stand-in Hub, then used
+    from tagger import cli
+    from tests.modelgen import make_model_dir
+
+    source = make_model_dir(models_dir.parent / "generated")
+    repo = {name: (source / name).read_bytes() for name in MODEL.files}
+    stub.add_repo(MODEL.repo_id, repo, revision=MODEL.revision)
+    image = solid_image((255, 0, 0), "red.png")
+    argv = ["tag", str(image), "--model", "wd-vit-v3", "--models-dir", str(models_dir), "--format", "json"]
+    assert cli.main(argv) == 0
+    assert (models_dir / NAME / "model.onnx").read_bytes() == repo["model.onnx"]
+    assert "red_theme" in capsys.readouterr().out
