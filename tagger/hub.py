@@ -8,9 +8,15 @@ Where a model's files are looked for, in this order (``resolve_model``):
 4. for catalog models, a download from the Hub (``HF_ENDPOINT``, so mirrors work) into
    ``<models_dir>/<name>/``, checked against the size and checksum the Hub reports.
 
-Everything is read at call time (environment variables included): importing this module does nothing,
-and ``huggingface_hub`` is imported only inside the functions that need it. Supported: huggingface_hub
-0.20 and later (keyword arguments that differ between versions are passed only where they exist).
+huggingface_hub does the Hub's part through its public API (``get_hf_file_metadata``, ``hf_hub_download``
+with ``local_dir``, ``try_to_load_from_cache``, the error classes of ``huggingface_hub.utils``). This module
+adds what it does not do: local model folders, the catalog and its names, a checksum test of each downloaded
+file, a quick answer when the Hub cannot be reached, and messages that say what to do.
+
+The environment (``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, ``HF_HUB_CACHE``/``HF_HOME``, ``HF_HUB_ETAG_TIMEOUT``) is
+read at call time, with ``huggingface_hub.constants`` (read once, when it was imported) as the fallback.
+Importing this module does nothing; ``huggingface_hub`` (0.23 or later, 1.x and 2.x included) is imported
+only inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -21,21 +27,20 @@ import inspect
 import logging
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tagger import paths
 from tagger.catalog import CATALOG, TAGS_FILE, CatalogModel, by_name, canonical
 from tagger.errors import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "https://huggingface.co"
 MIRROR_EXAMPLE = "https://hf-mirror.com"
-DEFAULT_ETAG_TIMEOUT = 10.0  # seconds to wait for the Hub's answer about one file (huggingface_hub's default)
+LIBRARY_NAME = "wd14-tagger"  # in the user agent of every request
 
 _TRUE = {"1", "on", "yes", "true", "y", "t"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -79,33 +84,34 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class _Remote:
-    """What the Hub says about one file (from a HEAD request)."""
+    """What the Hub says about one file (``get_hf_file_metadata``)."""
 
     filename: str
     size: int | None
-    etag: str | None
-    commit: str | None
+    etag: str  # the git blob sha1 of a regular file, the sha256 of an LFS file
 
 
 # -- environment, read at call time ------------------------------------------------------------------
 
 
 def hub_endpoint() -> str:
-    """The Hub address: ``$HF_ENDPOINT`` (a mirror) if set, else https://huggingface.co."""
-    return (os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).strip().rstrip("/")
+    """The Hub address: ``$HF_ENDPOINT`` (a mirror) if set now, else huggingface_hub's (https://huggingface.co)."""
+    from huggingface_hub import constants
+
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).strip().rstrip("/")
 
 
 def is_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is set to a true value now."""
+    """True when ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) is on now, or was when huggingface_hub was
+    imported (it then refuses every request)."""
+    from huggingface_hub import constants
+
     value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().lower() in _TRUE
+    return value.strip().lower() in _TRUE or bool(constants.HF_HUB_OFFLINE)
 
 
 def hf_cache_dir() -> Path:
-    """The Hugging Face cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else huggingface_hub's default.
-
-    huggingface_hub reads these variables once, at import; this reads them on every call.
-    """
+    """The Hugging Face cache: ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else huggingface_hub's default."""
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         value = os.environ.get(var)
         if value:
@@ -113,21 +119,20 @@ def hf_cache_dir() -> Path:
     home = os.environ.get("HF_HOME")
     if home:
         return Path(os.path.expandvars(home)).expanduser() / "hub"
-    try:
-        from huggingface_hub import constants
+    from huggingface_hub import constants
 
-        return Path(constants.HF_HUB_CACHE)
-    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        return Path(base).expanduser() / "huggingface" / "hub"
+    return Path(constants.HF_HUB_CACHE)
 
 
 def _etag_timeout() -> float:
+    """Seconds to wait for the Hub's answer about one file: ``$HF_HUB_ETAG_TIMEOUT``, else huggingface_hub's."""
+    from huggingface_hub import constants
+
     try:
-        value = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or DEFAULT_ETAG_TIMEOUT)
+        value = float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
     except ValueError:
-        return DEFAULT_ETAG_TIMEOUT
-    return value if value > 0 else DEFAULT_ETAG_TIMEOUT
+        value = 0
+    return value if value > 0 else float(constants.DEFAULT_ETAG_TIMEOUT)
 
 
 # -- local folders ------------------------------------------------------------------------------------
@@ -361,16 +366,24 @@ def _resolve(
     # (5) download
     if is_offline():
         raise ModelUnavailableError(
-            _unavailable_message(
+            _message(
                 model,
                 models_dir,
-                f"offline mode is on (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE') or '1'}) and the files "
-                f"are neither in the models folder nor in the Hugging Face cache ({hf_cache_dir()})",
+                f"offline mode is on (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE') or '1'}), and the files are "
+                f"neither in the models folder nor in the Hugging Face cache ({hf_cache_dir()})",
+                first_step="turn offline mode off (unset HF_HUB_OFFLINE), then try again",
+                downloads=False,
             )
         )
     if not download:
         raise ModelUnavailableError(
-            _unavailable_message(model, models_dir, "it is not downloaded, and downloading is turned off")
+            _message(
+                model,
+                models_dir,
+                "downloading is turned off here (--offline)",
+                first_step=f"download it once (python -m tagger models download {model.name}), then try again",
+                downloads=False,
+            )
         )
     return _download(model, models_dir, progress=progress)
 
@@ -407,167 +420,97 @@ def _download(model: CatalogModel, models_dir: Path, *, progress: bool) -> Model
     endpoint = hub_endpoint()
     folder = models_dir / model.name
     logger.info("downloading %s (%s@%s) from %s into %s", model.name, model.repo_id, model.revision, endpoint, folder)
-    _sweep_stale_incomplete(folder)
-    # Ask about every file first: a missing file or a dead endpoint fails fast, before a large download,
-    # and without huggingface_hub's retries with back-off (about 20 s when nothing answers).
-    remotes = [_head(model, filename, endpoint, models_dir) for filename in model.files]
-    # Small files first: the tags csv is tiny next to the model.
-    paths: dict[str, Path] = {}
-    for remote in sorted(remotes, key=lambda r: r.size if r.size is not None else 1 << 62):
-        paths[remote.filename] = _fetch(model, remote, folder, endpoint, models_dir, progress=progress)
+    # Ask about every file first: a missing file or a Hub that cannot be reached fails here, before a large
+    # download starts; the answers carry the size and checksum each download is then checked against.
+    remotes = [_metadata(model, filename, endpoint, models_dir) for filename in model.files]
+    found: dict[str, Path] = {}
+    for remote in sorted(remotes, key=lambda r: r.size if r.size is not None else 1 << 62):  # the small csv first
+        found[remote.filename] = _fetch(model, remote, folder, endpoint, models_dir, progress=progress)
     return ModelFiles(
-        model.name, paths[model.model_file], paths[model.tags_file], model.repo_id, model.revision, "download"
+        model.name, found[model.model_file], found[model.tags_file], model.repo_id, model.revision, "download"
     )
 
 
-def _head(model: CatalogModel, filename: str, endpoint: str, models_dir: Path) -> _Remote:
-    """The Hub's metadata for one file: one HEAD request, no retries, bounded by HF_HUB_ETAG_TIMEOUT."""
+def _metadata(model: CatalogModel, filename: str, endpoint: str, models_dir: Path) -> _Remote:
+    """The Hub's answer about one file, bounded by ``HF_HUB_ETAG_TIMEOUT`` and not retried."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(model.repo_id, filename, **_supported(hf_hub_url, revision=model.revision, endpoint=endpoint))
-    if not url.startswith(endpoint):  # versions without ``endpoint=``: swap the import-time endpoint
-        url = endpoint + "/" + url.split("/", 3)[3]
+    url = hf_hub_url(model.repo_id, filename, revision=model.revision, endpoint=endpoint)
+    timeout = _etag_timeout()
     try:
-        if "retry_on_errors" in inspect.signature(get_hf_file_metadata).parameters:  # huggingface_hub >= 1.0
-            meta = get_hf_file_metadata(url, timeout=_etag_timeout(), retry_on_errors=False)
-            remote = _Remote(filename, meta.size, meta.etag, meta.commit_hash)
-        else:  # before: get_hf_file_metadata retries with back-off (~23 s on a dead endpoint): ask once here
-            remote = _head_once(url, filename, _etag_timeout())
-    except _catchable() as e:
+        if "retry_on_errors" not in inspect.signature(get_hf_file_metadata).parameters:
+            # huggingface_hub before 1.x (0.x, 1.0) retries this request with back-off: 23 s when nothing
+            # answers, over a minute when packets are dropped. One plain request through its own session first
+            # says whether anything answers at all (any HTTP answer will do: get_hf_file_metadata reads it).
+            from huggingface_hub.utils import build_hf_headers, get_session
+
+            get_session().head(url, headers=build_hf_headers(library_name=LIBRARY_NAME), timeout=timeout).close()
+        meta = get_hf_file_metadata(url, timeout=timeout, library_name=LIBRARY_NAME)
+    except _download_errors() as e:
+        raise _unavailable(model, models_dir, e, filename) from e
+    if not meta.commit_hash or not meta.etag:
+        missing = " and ".join(h for h, v in (("X-Repo-Commit", meta.commit_hash), ("ETag", meta.etag)) if not v)
         raise ModelUnavailableError(
-            _unavailable_message(model, models_dir, _reason(e, model, filename, endpoint))
-        ) from e
-    if not remote.commit or not remote.etag:
-        missing = " and ".join(h for h, v in (("X-Repo-Commit", remote.commit), ("ETag", remote.etag)) if not v)
-        raise ModelUnavailableError(
-            _unavailable_message(
+            _message(
                 model,
                 models_dir,
-                f"{endpoint} answered without the {missing} header, so it is not a Hugging Face Hub (or a "
-                "proxy or captive portal is in the way); check HF_ENDPOINT and the proxy settings",
+                f"{endpoint} answered without the {missing} header, so it is not a Hugging Face Hub (or a proxy "
+                "or captive portal is in the way)",
+                first_step="check HF_ENDPOINT and the proxy settings (HTTPS_PROXY, NO_PROXY), then try again",
             )
         )
-    return remote
-
-
-def _head_once(url: str, filename: str, timeout: float) -> _Remote:
-    """One HEAD request through huggingface_hub's own session (requests or httpx), read as
-    ``get_hf_file_metadata`` reads it: relative redirects (renamed repos) are followed, others (the LFS CDN)
-    are not, as the metadata is on the redirect itself."""
-    from urllib.parse import urljoin, urlparse
-
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-
-    headers = build_hf_headers(**_supported(build_hf_headers, library_name="wd14-tagger"))
-    headers["Accept-Encoding"] = "identity"  # the real size, not a compressed one
-    session = get_session()
-    # requests (0.x) follows redirects unless told not to; httpx (1.x) takes another keyword for it.
-    no_redirects = {
-        "follow_redirects"
-        if "follow_redirects" in inspect.signature(session.head).parameters
-        else "allow_redirects": False
-    }
-    for _ in range(10):
-        response = session.head(url, headers=headers, timeout=timeout, **no_redirects)
-        location = response.headers.get("Location")
-        if 300 <= response.status_code < 400 and location and not urlparse(location).netloc:
-            url = urljoin(url, location)
-            continue
-        break
-    hf_raise_for_status(response)
-    redirect = 300 <= response.status_code < 400
-    etag = response.headers.get("X-Linked-Etag") or response.headers.get("ETag")
-    if etag:
-        etag = etag.removeprefix("W/").strip('"')
-    size = response.headers.get("X-Linked-Size") or (None if redirect else response.headers.get("Content-Length"))
-    return _Remote(
-        filename, int(size) if size and size.isdigit() else None, etag, response.headers.get("X-Repo-Commit")
-    )
+    return _Remote(filename, meta.size, meta.etag)
 
 
 def _fetch(
     model: CatalogModel, remote: _Remote, folder: Path, endpoint: str, models_dir: Path, *, progress: bool
 ) -> Path:
-    """Download one file with huggingface_hub and check it; retry once, then fail clearly."""
+    """Download one file with ``hf_hub_download`` and check it; once more after a failure that another try
+    can mend (a dropped connection, a server error, a damaged file), then fail clearly."""
     from huggingface_hub import hf_hub_download
 
-    force = False
+    quiet: dict[str, Any] = {}
+    if not progress and "tqdm_class" in inspect.signature(hf_hub_download).parameters:  # newer huggingface_hub
+        quiet["tqdm_class"] = _silent_tqdm()  # older versions show their bar: they have no per-call switch
     problem = ""
     for attempt in (1, 2):
-        kwargs = _download_kwargs(hf_hub_download, model, folder, endpoint, force=force, progress=progress)
         try:
-            with _progress_bars(progress, "tqdm_class" in kwargs):
-                path = Path(hf_hub_download(model.repo_id, remote.filename, **kwargs))
-        except _catchable() as e:
-            if attempt == 1 and _transient(e):
-                logger.warning("download of %s/%s failed (%s); trying again", model.repo_id, remote.filename, e)
-                continue  # without force: huggingface_hub resumes from what it kept, where it keeps anything
-            raise ModelUnavailableError(
-                _unavailable_message(model, models_dir, _reason(e, model, remote.filename, endpoint))
-            ) from e
+            path = Path(
+                hf_hub_download(
+                    model.repo_id,
+                    remote.filename,
+                    revision=model.revision,
+                    endpoint=endpoint,
+                    local_dir=folder,
+                    cache_dir=hf_cache_dir(),  # a copy already there is copied, not downloaded
+                    force_download=bool(problem),  # after a damaged copy: anew, whatever it recorded
+                    etag_timeout=_etag_timeout(),
+                    library_name=LIBRARY_NAME,
+                    **quiet,
+                )
+            )
+        except _download_errors() as e:
+            if attempt == 1 and not _final(e):
+                logger.warning("%s/%s: %s; trying again", model.repo_id, remote.filename, _short_cause(e))
+                continue
+            raise _unavailable(model, models_dir, e, remote.filename) from e
         problem = _check(path, remote)
         if not problem:
             return path
-        again = "downloading it again" if attempt == 1 else "giving up"
-        logger.warning("%s is damaged (%s): deleting it, %s", path, problem, again)
-        _discard(path, folder, remote.filename)
-        force = True
+        logger.warning("%s is damaged (%s): deleting it%s", path, problem, ", downloading it again" * (attempt == 1))
+        try:
+            path.unlink()
+        except OSError as e:
+            logger.warning("could not delete %s: %s", path, e)
     raise ModelUnavailableError(
-        _unavailable_message(
+        _message(
             model,
             models_dir,
-            f"{remote.filename} could not be downloaded intact ({problem}, also on a second try); the connection "
-            "or a proxy/mirror is "
-            "altering the file. The damaged copy was deleted",
+            f"{remote.filename} arrived damaged twice ({problem}) and was deleted; the connection, a proxy or the "
+            "mirror alters the file",
+            first_step="try again on another network",
         )
     )
-
-
-_UNIQUE_INCOMPLETE = re.compile(r"\.[0-9a-f]{8}\.incomplete$")
-_STALE_AFTER_S = 3600.0
-
-
-def _sweep_stale_incomplete(folder: Path) -> None:
-    """Delete partial downloads nobody can resume: huggingface_hub 2.x names them ``<...>.<8 hex>.incomplete``
-    (one per process) and deletes them itself on failure, so one left untouched for an hour belongs to a
-    killed process. Older versions' ``<...>.<etag>.incomplete`` files are kept: those versions resume them.
-    """
-    download_dir = folder / ".cache" / "huggingface" / "download"
-    try:
-        leftovers = [p for p in download_dir.glob("*.incomplete") if _UNIQUE_INCOMPLETE.search(p.name)]
-    except OSError:
-        return
-    now = time.time()
-    for path in leftovers:
-        try:
-            if now - path.stat().st_mtime > _STALE_AFTER_S:
-                path.unlink()
-                logger.info("deleted %s, left by an interrupted download", path)
-        except OSError as e:
-            logger.debug("could not delete %s: %s", path, e)
-
-
-def _download_kwargs(
-    func: Callable[..., Any], model: CatalogModel, folder: Path, endpoint: str, *, force: bool, progress: bool
-) -> dict[str, Any]:
-    """Keyword arguments for ``hf_hub_download``, limited to those the installed version knows."""
-    wanted: dict[str, Any] = {
-        "revision": model.revision,
-        "endpoint": endpoint,
-        "local_dir": str(folder),
-        "cache_dir": str(hf_cache_dir()),
-        "force_download": force,
-        "local_files_only": False,
-        "etag_timeout": _etag_timeout(),
-        "library_name": "wd14-tagger",
-    }
-    if _hf_version() < (0, 23):
-        # Before 0.23: resume only on request, and local_dir held symlinks into the cache for big files.
-        wanted["resume_download"] = True
-        wanted["local_dir_use_symlinks"] = False
-    if not progress:
-        wanted["tqdm_class"] = _quiet_tqdm()
-    return _supported(func, **wanted)
 
 
 def _check(path: Path, remote: _Remote) -> str:
@@ -575,6 +518,7 @@ def _check(path: Path, remote: _Remote) -> str:
 
     The size is compared with the Hub's; the content with the ETag: sha256 for LFS files (the model), the
     git blob sha1 for regular files (the csv), as the Hub defines them. Other ETags are not compared.
+    huggingface_hub compares only the size.
     """
     try:
         size = path.stat().st_size
@@ -582,7 +526,7 @@ def _check(path: Path, remote: _Remote) -> str:
         return f"cannot read it: {e}"
     if remote.size is not None and size != remote.size:
         return f"{size} bytes instead of {remote.size}"
-    etag = (remote.etag or "").lower()
+    etag = remote.etag.lower()
     if _SHA256.fullmatch(etag):
         digest = hashlib.sha256()
         kind = "sha256"
@@ -602,94 +546,50 @@ def _check(path: Path, remote: _Remote) -> str:
     return "" if actual == etag else f"{kind} {actual} instead of {etag}"
 
 
-def _discard(path: Path, folder: Path, filename: str) -> None:
-    """Delete a damaged download and huggingface_hub's record of it (so it is not taken as current)."""
-    for stale in (path, folder / ".cache" / "huggingface" / "download" / f"{filename}.metadata"):
-        try:
-            stale.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            logger.warning("could not delete %s: %s", stale, e)
+def _silent_tqdm() -> type:
+    """A progress bar class for ``hf_hub_download(tqdm_class=...)`` that never shows."""
+    from huggingface_hub.utils import tqdm
 
-
-# -- huggingface_hub version differences -------------------------------------------------------------------
-
-
-def _hf_version() -> tuple[int, int]:
-    import huggingface_hub
-
-    parts = re.findall(r"\d+", huggingface_hub.__version__)[:2]
-    return (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
-
-
-def _supported(func: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
-    """``kwargs`` without the names ``func`` does not accept (they differ between huggingface_hub versions)."""
-    try:
-        params = inspect.signature(func).parameters
-    except (TypeError, ValueError):  # pragma: no cover - no signature: pass everything
-        return kwargs
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return kwargs
-    dropped = sorted(set(kwargs) - set(params))
-    if dropped:
-        logger.debug("%s does not take %s in this huggingface_hub", getattr(func, "__name__", func), dropped)
-    return {k: v for k, v in kwargs.items() if k in params}
-
-
-def _quiet_tqdm() -> type:
-    """A tqdm class that never shows (huggingface_hub's ``tqdm_class=`` to turn the bar off per call)."""
-    from tqdm.auto import tqdm
-
-    class QuietTqdm(tqdm):  # type: ignore[misc, valid-type]
+    class SilentTqdm(tqdm):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.pop("name", None)
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
 
-    return QuietTqdm
-
-
-@contextmanager
-def _progress_bars(progress: bool, per_call: bool) -> Iterator[None]:
-    """Turn huggingface_hub's bars off for the call where ``tqdm_class=`` cannot (older versions)."""
-    if progress or per_call:
-        yield
-        return
-    try:
-        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    was_disabled = are_progress_bars_disabled()
-    disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            enable_progress_bars()
+    return SilentTqdm
 
 
 # -- errors ------------------------------------------------------------------------------------------------
 
 
-def _catchable() -> tuple[type[BaseException], ...]:
-    """The exceptions a download can end in: huggingface_hub's (all OSError or ValueError subclasses in
-    every supported version), the HTTP client's (httpx/httpx2 errors are not OSError), and OS errors."""
+def _download_errors() -> tuple[type[BaseException], ...]:
+    """What a request to the Hub can end in: huggingface_hub's errors and those of requests (its HTTP client
+    before 1.0) are OSError or ValueError; those of httpx and httpx2 (1.x, 2.x) are not."""
     kinds: list[type[BaseException]] = [OSError, ValueError]
-    for module_name in ("httpx2", "httpx", "requests"):
-        try:
-            module = __import__(module_name)
-        except ImportError:
-            continue
-        for attr in ("HTTPError", "RequestException"):
-            kind = getattr(module, attr, None)
-            if isinstance(kind, type) and issubclass(kind, BaseException):
-                kinds.append(kind)
+    for client in ("httpx", "httpx2"):
+        module = sys.modules.get(client)
+        base = getattr(module, "HTTPError", None)
+        if isinstance(base, type) and issubclass(base, Exception):
+            kinds.append(base)
     return tuple(kinds)
 
 
+def _final(exc: BaseException) -> bool:
+    """An answer another try cannot change: no such repository, revision or file; offline mode."""
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
+        return True
+    return isinstance(exc, (RepositoryNotFoundError, RevisionNotFoundError, OfflineModeIsEnabled))
+
+
 def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from, outermost first."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
@@ -698,94 +598,108 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def _names(exc: BaseException) -> set[str]:
-    # Class names rather than classes: they moved between huggingface_hub versions (utils -> errors,
-    # EntryNotFoundError -> RemoteEntryNotFoundError) and the HTTP client changed (requests -> httpx2).
-    return {cls.__name__ for cls in type(exc).__mro__}
-
-
 def _status(exc: BaseException) -> int | None:
-    response = getattr(exc, "response", None)
-    status = getattr(response, "status_code", None)
+    status = getattr(getattr(exc, "response", None), "status_code", None)
     return status if isinstance(status, int) else None
 
 
-# Dropped connections and timeouts, in httpx/httpx2 (huggingface_hub >= 1.0) and requests (older) terms.
-_TRANSIENT_NAMES = frozenset(
-    {"TimeoutException", "Timeout", "TimeoutError", "NetworkError", "RemoteProtocolError", "ConnectionError",
-     "ChunkedEncodingError", "ProtocolError"}
-)  # fmt: skip
+def _unavailable(model: CatalogModel, models_dir: Path, exc: BaseException, filename: str) -> ModelUnavailableError:
+    """The error for a failed request to the Hub: what happened, what to do, then the technical cause."""
+    reason, first_step = _diagnose(exc, model, filename, hub_endpoint())
+    return ModelUnavailableError(_message(model, models_dir, reason, first_step=first_step, cause=exc))
 
 
-def _transient(exc: BaseException) -> bool:
-    """A dropped connection, a timeout or a size mismatch: worth one more try."""
-    for e in _chain(exc):
-        names = _names(e)
-        if names & {"RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError", "OfflineModeIsEnabled"}:
-            return False
-        if names & _TRANSIENT_NAMES:
-            return True
-        if "Consistency check failed" in str(e):
-            return True
-        status = _status(e)
-        if status is not None:
-            return status in (408, 429, 500, 502, 503, 504)
-    return False
+def _diagnose(exc: BaseException, model: CatalogModel, filename: str, endpoint: str) -> tuple[str, str]:
+    """What happened, in words, and the first thing to do about it."""
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
-
-def _reason(exc: BaseException, model: CatalogModel, filename: str, endpoint: str) -> str:
-    """What went wrong, in words, from an exception raised by huggingface_hub or the HTTP client."""
     chain = list(_chain(exc))
-    for e in chain:
-        names = _names(e)
-        if "OfflineModeIsEnabled" in names:
+    elsewhere = f"check HF_ENDPOINT ({endpoint} does not have this model), then try again"
+    for e in chain:  # the Hub's own answers first: they are the most precise
+        if isinstance(e, OfflineModeIsEnabled):
             return (
-                "huggingface_hub is in offline mode (HF_HUB_OFFLINE was set when it was imported; unset it and "
-                "restart to download)"
+                "huggingface_hub is in offline mode (HF_HUB_OFFLINE was set when it was imported)",
+                "unset HF_HUB_OFFLINE and restart",
             )
-        if "GatedRepoError" in names:
-            return f"the repository {model.repo_id} is gated at {endpoint}: log in and accept its terms"
-        if "RepositoryNotFoundError" in names:
-            return f"the repository {model.repo_id} was not found at {endpoint} (HTTP {_status(e) or 404})"
-        if "RevisionNotFoundError" in names:
-            return f"the revision {model.revision} was not found in {model.repo_id} at {endpoint}"
-        if "EntryNotFoundError" in names and "LocalEntryNotFoundError" not in names:
-            return f"{filename} was not found in {model.repo_id} at revision {model.revision} ({endpoint})"
-    for e in chain:
-        names = _names(e)
-        if names & {"TimeoutException", "Timeout", "TimeoutError", "ReadTimeout", "ConnectTimeout"}:
-            return f"{endpoint} did not answer in time ({type(e).__name__}: {e})"
-        if names & {"ConnectError", "ConnectionError", "NetworkError", "ProxyError"} or isinstance(
-            e, ConnectionRefusedError
-        ):
-            return f"cannot connect to {endpoint} ({type(e).__name__}: {e})"
-        if names & {"RemoteProtocolError", "ChunkedEncodingError"}:
-            return f"the connection to {endpoint} broke off while downloading {filename} ({e})"
-        status = _status(e)
-        if status is not None:
-            return f"{endpoint} answered HTTP {status} for {filename}"
-    first = chain[0]
-    if "LocalEntryNotFoundError" in _names(first):
-        return f"the Hub at {endpoint} could not be reached and the files are not here"
-    return f"{type(first).__name__}: {first}"
+        if isinstance(e, GatedRepoError):
+            return (
+                f"the repository {model.repo_id} is gated at {endpoint}",
+                f"log in (hf auth login) and accept its terms at {endpoint}/{model.repo_id}, then try again",
+            )
+        if isinstance(e, RepositoryNotFoundError):
+            return f"the repository {model.repo_id} was not found at {endpoint}", elsewhere
+        if isinstance(e, RevisionNotFoundError):
+            return f"the revision {model.revision} was not found in {model.repo_id} at {endpoint}", elsewhere
+        if isinstance(e, EntryNotFoundError) and not isinstance(e, LocalEntryNotFoundError):
+            return f"{filename} was not found in {model.repo_id} at revision {model.revision} ({endpoint})", elsewhere
+    for e in chain:  # then what the connection did
+        if isinstance(e, TimeoutError):
+            return f"{endpoint} did not answer in time", "check the internet connection, then try again"
+        if _system_error(e):
+            return f"cannot connect to {endpoint}", "connect this machine to the internet, then try again"
+        if isinstance(e, HfHubHTTPError) and _status(e) is not None:
+            return f"{endpoint} answered HTTP {_status(e)} for {filename}", "try again later"
+    return f"downloading {filename} from {endpoint} failed", "check the internet connection, then try again"
 
 
-def _unavailable_message(model: CatalogModel, models_dir: Path, reason: str) -> str:
-    """The whole story for a catalog model that cannot be had: what, why, and what the user can do."""
+def _system_error(exc: BaseException) -> bool:
+    """An error of the operating system's network stack (refused, reset, unreachable, no such host, TLS)."""
+    return isinstance(exc, OSError) and type(exc).__module__ in ("builtins", "socket", "ssl")
+
+
+def _short_cause(exc: BaseException) -> str:
+    """The technical cause in one line: the operating system's error where there is one (``Connection
+    refused``, ``timed out``), else the first line of the outermost error."""
+    root = list(_chain(exc))[-1]
+    pick = root if _system_error(root) else exc
+    lines = str(pick).strip().splitlines()
+    text = lines[0] if lines else ""
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(pick).__name__}: {text}" if text else type(pick).__name__
+
+
+def _message(
+    model: CatalogModel,
+    models_dir: Path,
+    reason: str,
+    *,
+    first_step: str,
+    cause: BaseException | None = None,
+    downloads: bool = True,
+) -> str:
+    """The whole story for a catalog model that cannot be had: what happened, what to do (``first_step``, a
+    mirror where downloading is the way, the files by hand), then the technical cause."""
     folder = (models_dir / model.name).absolute()
-    endpoint_env = os.environ.get("HF_ENDPOINT")
-    endpoint_now = (
-        f"HF_ENDPOINT is {endpoint_env}" if endpoint_env else f"HF_ENDPOINT is not set (so {DEFAULT_ENDPOINT})"
-    )
     files = " and ".join(model.files)
-    return (
-        f"Model '{model.name}' is not available: {reason}.\n"
-        f"It is the Hugging Face repository {model.repo_id}, revision {model.revision}; it needs the files {files}.\n"
-        f"To install it by hand, download {files} from {hub_endpoint()}/{model.repo_id}/tree/{model.revision} "
-        f"and put them in this folder:\n  {folder}{os.sep}\n"
-        f"{endpoint_now}. Where the Hub cannot be reached, a mirror can be set with it, "
-        f"e.g. HF_ENDPOINT={MIRROR_EXAMPLE}"
+    steps = [first_step]
+    if downloads:
+        endpoint_env = os.environ.get("HF_ENDPOINT")
+        now = f"it is {endpoint_env} now" if endpoint_env else f"it is not set now, so {hub_endpoint()}"
+        steps.append(
+            f"or set HF_ENDPOINT to a Hugging Face mirror this machine can reach, e.g. "
+            f"HF_ENDPOINT={MIRROR_EXAMPLE} ({now})"
+        )
+    by_hand = (
+        f"or download {files} from {hub_endpoint()}/{model.repo_id}/tree/{model.revision} by hand and put "
+        f"them in this folder:\n    {folder}{os.sep}"
     )
+    if folder.parent == (paths.user_data_dir() / "models").absolute():  # hidden away: say how to choose another
+        by_hand += f"\n    (the default models folder; choose another with --models-dir DIR or {paths.ENV_MODELS_DIR})"
+    steps.append(by_hand)
+    text = f"Model '{model.name}' ({model.repo_id}) is not here and could not be downloaded: {reason}.\n"
+    text += "To get it:\n" + "\n".join(f"  - {step}" for step in steps)
+    if cause is not None:
+        text += f"\nCause: {_short_cause(cause)}"
+    return text
 
 
 def _unknown_message(text: str, models_dir: Path) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import socket
 import subprocess
@@ -18,6 +19,7 @@ from tagger.catalog import CATALOG, by_name
 from tagger.errors import ModelUnavailableError
 from tests.hubstub import HubStub
 
+HF_MAJOR = int(importlib.metadata.version("huggingface_hub").split(".")[0])
 NAME = "wd-vit-tagger-v3"
 MODEL = by_name(NAME)
 V2_NAME = "wd-v1-4-moat-tagger-v2"  # pinned to the git tag v2.0
@@ -78,12 +80,13 @@ def fill_cache(stub: HubStub, cache: Path, model=MODEL) -> None:
         hf_hub_download(model.repo_id, filename, revision=model.revision, endpoint=stub.url, cache_dir=cache)
 
 
-def assert_unavailable_message(message: str, models_dir: Path, model=MODEL) -> None:
-    assert model.name in message
-    assert model.repo_id in message and model.revision in message
-    assert "model.onnx" in message and "selected_tags.csv" in message
+def assert_unavailable_message(message: str, models_dir: Path, model=MODEL, *, downloads: bool = True) -> None:
+    """What every "cannot have this model" message says: which model, what to do, where the files go."""
+    assert message.startswith(f"Model '{model.name}' ({model.repo_id}) is not here")
+    assert "\nTo get it:\n  - " in message
+    assert model.revision in message and "model.onnx" in message and "selected_tags.csv" in message
     assert str((models_dir / model.name).absolute()) in message
-    assert "HF_ENDPOINT" in message and "hf-mirror.com" in message
+    assert ("HF_ENDPOINT=https://hf-mirror.com" in message) is downloads
 
 
 # -- downloads -------------------------------------------------------------------------------------------
@@ -106,6 +109,18 @@ def test_download_into_models_dir_then_no_request(stub: HubStub, models_dir: Pat
     assert stub.requests == []
 
 
+def test_download_follows_the_hubs_redirects(stub: HubStub, models_dir: Path) -> None:
+    # A renamed repository answers 307 to its new name; LFS files (the model) are sent from a content server
+    # on another host. Both as on the real Hub.
+    stub.repos["SmilingWolf/renamed"] = stub.repos.pop(MODEL.repo_id)
+    stub.rename(MODEL.repo_id, "SmilingWolf/renamed")
+    files = hub.resolve_model(NAME, models_dir, progress=False)
+    assert files.model_path.read_bytes() == ONNX and files.tags_path.read_bytes() == CSV
+    gets = sorted(r.path for r in stub.requests if r.method == "GET" and not r.path.startswith("/api/"))
+    sha = hashlib.sha256(ONNX).hexdigest()
+    assert gets == ["/SmilingWolf/renamed/resolve/main/selected_tags.csv", f"/cdn/{sha}/model.onnx"]
+
+
 def test_download_model_and_repo_id_as_name(stub: HubStub, models_dir: Path) -> None:
     files = hub.download_model(MODEL.repo_id, models_dir, progress=True)  # the bar must not break anything
     assert files.name == NAME and files.source == "download"
@@ -118,7 +133,8 @@ def test_download_model_and_repo_id_as_name(stub: HubStub, models_dir: Path) -> 
 def test_pinned_tag_revision(stub: HubStub, models_dir: Path) -> None:
     files = hub.resolve_model(V2_NAME, models_dir, progress=False)
     assert files.revision == "v2.0" and files.model_path.read_bytes() == ONNX[::-1]
-    assert all("/resolve/v2.0/" in r.path for r in stub.requests)
+    asked = [r.path for r in stub.requests if "/resolve/" in r.path]
+    assert asked and all("/resolve/v2.0/" in path for path in asked)
 
 
 def test_hf_cache_is_used_without_request(stub: HubStub, models_dir: Path, hf_env: Path) -> None:
@@ -161,7 +177,7 @@ def test_offline_with_nothing_here(stub: HubStub, models_dir: Path, monkeypatch:
     with pytest.raises(ModelUnavailableError) as info:
         hub.resolve_model(NAME, models_dir)
     message = str(info.value)
-    assert_unavailable_message(message, models_dir)
+    assert_unavailable_message(message, models_dir, downloads=False)
     assert "offline" in message and "HF_HUB_OFFLINE" in message
     assert stub.url in message  # the current HF_ENDPOINT value
     assert stub.requests == []
@@ -170,7 +186,8 @@ def test_offline_with_nothing_here(stub: HubStub, models_dir: Path, monkeypatch:
 def test_download_off(stub: HubStub, models_dir: Path) -> None:
     with pytest.raises(ModelUnavailableError) as info:
         hub.resolve_model(NAME, models_dir, download=False)
-    assert_unavailable_message(str(info.value), models_dir)
+    assert_unavailable_message(str(info.value), models_dir, downloads=False)
+    assert f"python -m tagger models download {NAME}" in str(info.value)
     assert stub.requests == []
 
 
@@ -207,8 +224,46 @@ def test_connection_refused_fails_fast(models_dir: Path, monkeypatch: pytest.Mon
     message = str(info.value)
     assert_unavailable_message(message, models_dir)
     assert f"cannot connect to {endpoint}" in message
-    assert f"HF_ENDPOINT is {endpoint}" in message
+    assert f"(it is {endpoint} now)" in message
     assert info.value.__cause__ is not None
+
+
+def test_first_failed_download_leads_with_what_to_do(
+    models_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As a new user meets it: the command line, the default (hidden) models folder, no connection.
+    from tagger import cli, paths
+
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("TAGGER_MODELS_DIR", raising=False)
+    endpoint = f"http://127.0.0.1:{closed_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    assert cli.main(["models", "download", "wd-vit-v3"]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    default_folder = paths.models_dir() / NAME
+    assert lines[0] == (
+        f"error: Model '{NAME}' ({MODEL.repo_id}) is not here and could not be downloaded: cannot connect to "
+        f"{endpoint}."
+    )
+    assert lines[1:4] == [
+        "To get it:",
+        "  - connect this machine to the internet, then try again",
+        "  - or set HF_ENDPOINT to a Hugging Face mirror this machine can reach, e.g. "
+        f"HF_ENDPOINT=https://hf-mirror.com (it is {endpoint} now)",
+    ]
+    assert lines[4].startswith(f"  - or download model.onnx and selected_tags.csv from {endpoint}/{MODEL.repo_id}")
+    assert lines[5:7] == [
+        f"    {default_folder.absolute()}{os.sep}",
+        "    (the default models folder; choose another with --models-dir DIR or TAGGER_MODELS_DIR)",
+    ]
+    # then the technical cause, in one short line (not the HTTP client's nested repr)
+    assert len(lines) == 8 and lines[7].startswith("Cause: ConnectionRefusedError: ") and len(lines[7]) < 100
+
+    # a folder the user chose needs no hint about choosing one
+    with pytest.raises(ModelUnavailableError) as info:
+        hub.resolve_model(NAME, models_dir, progress=False)
+    assert "--models-dir" not in str(info.value) and str(models_dir / NAME) in str(info.value)
 
 
 def test_timeout(stub: HubStub, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -252,7 +307,7 @@ def test_corrupt_twice_fails_and_leaves_nothing(stub: HubStub, models_dir: Path)
     with pytest.raises(ModelUnavailableError) as info:
         hub.resolve_model(NAME, models_dir, progress=False)
     message = str(info.value)
-    assert "intact" in message and "sha256" in message
+    assert "arrived damaged twice" in message and "sha256" in message
     assert_unavailable_message(message, models_dir)
     assert not (models_dir / NAME / "model.onnx").exists()
     assert hub.model_files_in(models_dir / NAME) is None
@@ -273,21 +328,6 @@ def test_interrupted_download_resumes(stub: HubStub, models_dir: Path) -> None:
     assert not list((models_dir / NAME).rglob("*.incomplete"))
 
 
-def test_stale_partial_downloads_are_swept(stub: HubStub, models_dir: Path) -> None:
-    download_dir = models_dir / NAME / ".cache" / "huggingface" / "download"
-    download_dir.mkdir(parents=True)
-    stale = download_dir / f"abc.{'0' * 64}.deadbeef.incomplete"  # huggingface_hub 2.x, killed process
-    fresh = download_dir / f"abd.{'0' * 64}.cafebabe.incomplete"  # maybe another process downloading now
-    resumable = download_dir / f"abe.{'0' * 64}.incomplete"  # older huggingface_hub resumes these
-    for path in (stale, fresh, resumable):
-        path.write_bytes(b"partial")
-    old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
-    os.utime(resumable, (old, old))
-    hub.resolve_model(NAME, models_dir, progress=False)
-    assert not stale.exists() and fresh.exists() and resumable.exists()
-
-
 def test_server_error_on_download_is_retried(stub: HubStub, models_dir: Path) -> None:
     stub.add_fault("model.onnx", "503")  # retried by huggingface_hub (0.x) or by tagger.hub (2.x)
     files = hub.resolve_model(NAME, models_dir, progress=False)
@@ -296,7 +336,7 @@ def test_server_error_on_download_is_retried(stub: HubStub, models_dir: Path) ->
 
 
 def test_server_errors_on_download_fail_clearly(stub: HubStub, models_dir: Path) -> None:
-    if hub._hf_version() < (1, 0):
+    if HF_MAJOR == 0:
         pytest.skip("huggingface_hub 0.x retries a 503 with back-off for ~20 s")
     stub.add_fault("model.onnx", "503", "503")
     with pytest.raises(ModelUnavailableError) as info:
@@ -504,7 +544,8 @@ def test_every_alias_downloads_its_model(catalog_stub: HubStub, tmp_path: Path, 
     )  # fmt: skip
     assert files.model_path == models_dir / model.name / "model.onnx"
     assert files.model_path.read_bytes() == repo_onnx(model)
-    assert all(f"/{model.repo_id}/resolve/{model.revision}/" in r.path for r in catalog_stub.requests)
+    asked = [r.path for r in catalog_stub.requests if "/resolve/" in r.path]
+    assert asked and all(f"/{model.repo_id}/resolve/{model.revision}/" in path for path in asked)
     catalog_stub.reset_requests()
     again = hub.resolve_model(alias.upper(), models_dir)  # then found in the models folder, by any spelling
     assert (again.source, again.model_id) == ("local", files.model_id)
