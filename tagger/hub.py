@@ -203,11 +203,6 @@ def _count_tags(csv_path: Path) -> int | None:
         return None
 
 
-def _folder_name_ok(name: str) -> bool:
-    """A plain folder name (no separators, not . or ..): safe to join to the models folder."""
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name
-
-
 # -- the Hugging Face cache ------------------------------------------------------------------------------
 
 
@@ -234,7 +229,8 @@ def _cached_files(model: CatalogModel, cache_dir: Path) -> tuple[Path, Path] | N
 
 
 def list_models(models_dir: Path) -> list[ModelInfo]:
-    """The catalog models (in catalog order), then the local model folders of ``models_dir`` by name.
+    """The catalog models (in catalog order), then the local model folders of ``models_dir`` by name (folders
+    whose name cannot be a model's, ``paths.name_problem``, such as hidden ones, are not models).
 
     A catalog model counts as downloaded when its files are in ``models_dir/<name>/`` or in the Hugging
     Face cache. Makes no network request.
@@ -260,7 +256,7 @@ def list_models(models_dir: Path) -> list[ModelInfo]:
     catalog_names = {m.name for m in CATALOG}
     try:
         folders = sorted(
-            (p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")),
+            (p for p in models_dir.iterdir() if p.is_dir() and paths.name_problem(p.name) is None),
             key=lambda p: p.name.lower(),
         )
     except OSError:  # no models folder yet
@@ -339,7 +335,7 @@ def _resolve(
     # (2) a catalog name or repo id; else a local folder of that name; else an older extension's name for a
     # catalog model (a local folder called like an alias is the user's own model and wins over the alias)
     model = by_name(text)
-    if model is None and _folder_name_ok(text):
+    if model is None and paths.name_problem(text) is None:
         files = model_files_in(models_dir / text)
         if files is not None:
             logger.debug("model %s: using %s", text, files[0].parent)

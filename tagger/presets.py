@@ -11,7 +11,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 from tagger.errors import OptionsError, TaggerError
 from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping, options_to_dict
+from tagger.paths import name_problem
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_BAD_NAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 MAX_NAME = 64
 
 
@@ -42,15 +41,9 @@ class Preset:
 def check_name(name: str) -> str:
     """The trimmed name, or PresetError saying why it cannot be a file name on every platform."""
     name = (name or "").strip()
-    if not name:
-        raise PresetError("Preset name: empty; type a name first.")
-    if len(name) > MAX_NAME:
-        raise PresetError(f"Preset name: longer than {MAX_NAME} characters.")
-    if _BAD_NAME.search(name) or name.startswith(".") or name.endswith((" ", ".")):
-        raise PresetError(
-            f'Preset name {name!r}: use letters, digits, spaces, - and _ (no \\ / : * ? " < > |, '
-            "no leading or trailing dot)."
-        )
+    problem = name_problem(name, max_length=MAX_NAME)
+    if problem:
+        raise PresetError(f"Preset name {name!r}: {problem}.")
     return name
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from tagger.errors import ImageError, TaggerError
 from tagger.hub import ModelFiles, resolve_model
 from tagger.options import TagOptions
+from tagger.paths import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +96,9 @@ def quantize_model(
         files = resolve_model(files_or_name, models_dir, download=download, progress=True)
     api = _quantization_api()
     name = out_name or int8_name(files.name)
-    if not name.strip() or Path(name).name != name or name in (".", ".."):
-        raise QuantizeError(f"{name!r} is not a plain folder name for the quantised model")
+    problem = name_problem(name)
+    if problem:
+        raise QuantizeError(f"{name!r} cannot be the quantised model's folder name: {problem}")
     target = models_dir / name
     if target.resolve() == files.model_path.parent.resolve():
         raise QuantizeError(f"{target} is the source model's own folder; choose another name")
