@@ -3,7 +3,8 @@
 Where a model's files are looked for, in this order (``resolve_model``):
 
 1. a folder path given directly (holding a ``.onnx`` file and a tags csv);
-2. ``<models_dir>/<name>/`` (also for catalog models: files put there by hand are used as they are);
+2. ``<models_dir>/<name>/`` (also for catalog models, named by their name, repo id or an older extension's
+   name for them, ``catalog.canonical``: files put there by hand are used as they are);
 3. for catalog models, the Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``) - no network;
 4. for catalog models, a download from the Hub (``HF_ENDPOINT``, so mirrors work) into
    ``<models_dir>/<name>/``, checked against the size and checksum the Hub reports.
