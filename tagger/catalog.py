@@ -116,3 +116,31 @@ def by_name(name: str) -> CatalogModel | None:
         if name in (model.name, model.repo_id):
             return model
     return None
+
+
+# Names the earlier extensions (toriato's, picobyte's) gave the models this catalog has, so that scripts
+# written for them keep working.
+LEGACY_MODEL_NAMES = {
+    "wd14-vit-v2": "wd-v1-4-vit-tagger-v2",
+    "wd14-vit-v2-git": "wd-v1-4-vit-tagger-v2",
+    "wd14-vit.v2": "wd-v1-4-vit-tagger-v2",
+    "wd-v1-4-vit-tagger.v2": "wd-v1-4-vit-tagger-v2",
+    "wd14-convnext-v2": "wd-v1-4-convnext-tagger-v2",
+    "wd14-convnext-v2-git": "wd-v1-4-convnext-tagger-v2",
+    "wd14-convnext.v2": "wd-v1-4-convnext-tagger-v2",
+    "wd-v1-4-convnext-tagger.v2": "wd-v1-4-convnext-tagger-v2",
+    "wd14-convnextv2.v1": "wd-v1-4-convnextv2-tagger-v2",
+    "wd-v1-4-convnextv2-tagger.v2": "wd-v1-4-convnextv2-tagger-v2",
+    "wd14-swinv2-v2": "wd-v1-4-swinv2-tagger-v2",
+    "wd14-swinv2-v2-git": "wd-v1-4-swinv2-tagger-v2",
+    "wd14-swinv2-v1": "wd-v1-4-swinv2-tagger-v2",
+    "wd-v1-4-swinv2-tagger.v2": "wd-v1-4-swinv2-tagger-v2",
+    "wd14-moat-v2": "wd-v1-4-moat-tagger-v2",
+    "wd-v1-4-moat-tagger.v2": "wd-v1-4-moat-tagger-v2",
+}
+
+
+def canonical(name: str) -> str | None:
+    """The catalog name for a catalog name, a repository id or an earlier extension's name; else None."""
+    model = by_name(name)
+    return model.name if model else LEGACY_MODEL_NAMES.get(name.lower())

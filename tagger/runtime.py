@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tagger.errors import ModelFormatError, OptionsError
+from tagger.errors import ModelFormatError, OptionsError, TaggerError
 from tagger.hub import ModelFiles
 from tagger.labels import Labels, read_labels
 
@@ -169,7 +169,9 @@ class LoadedModel:
     provider: str  # the execution provider really active ("CUDAExecutionProvider" / "CPUExecutionProvider")
     device_note: str = ""  # why CUDA was wanted and is not used, with the fix; empty otherwise
     threads: int = 1
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    run_lock: Any = field(default_factory=threading.Lock, repr=False)  # held around each run (the engine's)
+    holders: int = field(default=0, repr=False)  # calls using the model now (see ModelRegistry)
+    retired: bool = field(default=False, repr=False)  # unloaded: closed when the last holder lets go
 
     @property
     def name(self) -> str:
@@ -184,7 +186,13 @@ class LoadedModel:
         if batch.ndim == 3:
             batch = batch[None]
         step = self.fixed_batch or len(batch)
-        outs = [self.session.run(None, {self.input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        outs = []
+        with self.run_lock:
+            session = self.session
+            if session is None:
+                raise TaggerError(f"{self.name} was unloaded: load it again")
+            for i in range(0, len(batch), step):
+                outs.append(session.run(None, {self.input_name: batch[i : i + step]})[0])
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
@@ -267,31 +275,43 @@ def _explain_load_error(files: ModelFiles, err: Exception, ort_version: str) -> 
 
 
 class ModelRegistry:
-    """Loaded sessions by model name. Thread-safe; loading one model never blocks calls on another.
+    """Loaded sessions by model name. Thread-safe.
 
-    ``unload`` drops the registry's reference: a call already running keeps its own reference to the
-    session and finishes; the session is freed (GPU memory returned) when the last user lets go.
+    Callers hold a model while they use it (``acquire``/``release``). ``unload`` takes it out of the
+    registry at once and closes its session when the last holder lets go (at once when nobody holds it):
+    the session is dropped explicitly, so its memory goes back even if something still references the
+    ``LoadedModel`` object, and it never goes back while a run still needs it.
     """
 
     def __init__(self) -> None:
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, key: str, factory: Any) -> LoadedModel:
+    def acquire(self, key: str) -> LoadedModel | None:
+        """The model under ``key``, held by the caller (``release`` it), or None when it is not loaded."""
         with self._lock:
             model = self._models.get(key)
             if model is not None:
-                return model
-            load_lock = self._loading.setdefault(key, threading.Lock())
-        with load_lock:  # one load per model even under concurrent first calls
-            with self._lock:
-                model = self._models.get(key)
-            if model is None:
-                model = factory()
-                with self._lock:
-                    self._models[key] = model
+                model.holders += 1
             return model
+
+    def release(self, model: LoadedModel) -> None:
+        with self._lock:
+            model.holders -= 1
+            close = model.retired and model.holders == 0
+        if close:
+            _close(model)
+
+    def has(self, key: str) -> bool:
+        with self._lock:
+            return key in self._models
+
+    def add(self, key: str, model: LoadedModel) -> None:
+        with self._lock:
+            old = self._models.get(key)
+            self._models[key] = model
+        if old is not None and old is not model:
+            self._retire([old])
 
     def loaded(self) -> list[LoadedModel]:
         with self._lock:
@@ -302,15 +322,30 @@ class ModelRegistry:
             model = self._models.pop(key, None)
         if model is None:
             return False
-        del model
-        gc.collect()
-        release_free_memory()
+        self._retire([model])
         return True
 
     def unload_all(self) -> int:
         with self._lock:
-            n = len(self._models)
+            models = list(self._models.values())
             self._models.clear()
-        gc.collect()
-        release_free_memory()
-        return n
+        self._retire(models)
+        return len(models)
+
+    def _retire(self, models: list[LoadedModel]) -> None:
+        idle = []
+        with self._lock:
+            for model in models:
+                model.retired = True
+                if model.holders == 0:
+                    idle.append(model)
+        if idle:
+            _close(*idle)
+
+
+def _close(*models: LoadedModel) -> None:
+    """Drop the sessions and hand their memory back to the operating system."""
+    for model in models:
+        model.session = None
+    gc.collect()
+    release_free_memory()

@@ -75,7 +75,7 @@ class LiveServer:
 
 
 class CountingLock:
-    """A stand-in for the host's queue_lock that counts how often the API took it."""
+    """A stand-in for the host's queue_lock (the engine's run_lock) that counts how often a model run took it."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -178,18 +178,18 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def engine(model_root: Path) -> Tagger:
-    return Tagger(model_root, "cpu", download=False, progress=False, threads=1)
-
-
-@pytest.fixture(scope="module")
 def queue_lock() -> CountingLock:
     return CountingLock()
 
 
 @pytest.fixture(scope="module")
-def server(engine: Tagger, queue_lock: CountingLock) -> Iterator[LiveServer]:
-    with LiveServer(create_app(engine, queue_lock=queue_lock)) as live:
+def engine(model_root: Path, queue_lock: CountingLock) -> Tagger:
+    return Tagger(model_root, "cpu", download=False, progress=False, threads=1, run_lock=queue_lock)
+
+
+@pytest.fixture(scope="module")
+def server(engine: Tagger) -> Iterator[LiveServer]:
+    with LiveServer(create_app(engine)) as live:
         yield live
 
 

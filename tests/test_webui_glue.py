@@ -152,18 +152,19 @@ def test_stand_in_really_drops_weighted_tags_without_the_protection(host) -> Non
     assert infotext_utils.parse_generation_parameters(WEIGHTED)["Prompt"] == ""
 
 
-def test_gpu_work_holds_the_hosts_queue_lock_and_marks_a_job(host) -> None:
+def test_model_runs_hold_the_hosts_queue_lock_and_jobs_are_marked(host) -> None:
     from modules import call_queue, shared
 
     from tagger.webui import TaggerExtension
 
     ext = TaggerExtension()
+    assert ext.tagger().run_lock is call_queue.queue_lock
     seen = []
-    with ext.host.gpu_section("tagger"):
+    with ext.host.job("tagger"):
         seen.append(call_queue.queue_lock.locked())
         seen.append(shared.state.job)
-    assert seen == [True, "tagger"]
-    assert not call_queue.queue_lock.locked() and shared.state.job == ""
+    assert seen == [False, "tagger"]  # a job marks the host's state; only model runs take the lock
+    assert shared.state.job == ""
     shared.state.interrupt()
     assert ext.host.interrupted()
 

@@ -315,26 +315,13 @@ class TaggerPage:
         model = render.choice_to_model(data[self.model])
         if not model:
             return {self.status: self._error("No model chosen.")}
-        progress(0, desc=f"Preparing {model}…")
-        self.tagger.resolve(model)  # downloads on first use, outside the GPU lock; tqdm shows in the page
-        progress(0.9, desc=f"Tagging with {model}…")
-        with self.host.gpu_section("tagger"):
-            loaded = self.tagger.load(model)
+        progress(0, desc=f"Tagging with {model}…")  # a download on first use shows its tqdm bar here
+        with self.host.job("tagger"):
             tags = self.tagger.tag_image(model, image, options)
         message = ""
-        if data[self.unload_after]:
-            self.tagger.unload(model)
+        if data[self.unload_after] and self.tagger.unload(model):
             message = "Model unloaded after use."
-        assert tags.probs is not None
-        last = LastPrediction(
-            tags.model,
-            tags.probs,
-            loaded.labels,
-            tags.provider,
-            tags.elapsed,
-            loaded.device_note,
-            tags.hit,
-        )
+        last = LastPrediction(tags.model, tags.probs, tags.labels, tags.provider, tags.elapsed, tags.note, tags.hit)
         prompt, ratings, bars = self._tag_views(tags.result, options)
         return {
             self.prompt: prompt,
@@ -476,8 +463,7 @@ class TaggerPage:
 
         def work() -> None:
             try:
-                self.tagger.resolve(model)
-                with self.host.gpu_section("tagger-batch"):
+                with self.host.job("tagger-batch"):
                     outcome["summary"] = run_batch(
                         self.tagger, model, config, options, progress=lambda p: latest.__setitem__(0, p), cancel=cancel
                     )
