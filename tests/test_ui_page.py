@@ -112,6 +112,20 @@ def test_a_cached_answer_retags_exactly_and_says_when_a_threshold_needs_the_mode
     assert "need the model" not in low_fresh[cached_page.status]  # the model's own probabilities are exact
 
 
+def test_a_cache_hit_in_the_tab_does_not_load_the_model(model_root: Path, tmp_path: Path) -> None:
+    """The tab answers a seen image from the cache as the API does: the model stays unloaded."""
+    from tagger.cache import ProbCache
+
+    host = StandaloneHost(HostDefaults(model="test-model"), presets_dir=tmp_path / "presets")
+    cached_page = build_ui(Tagger(model_root, "cpu", cache=ProbCache(tmp_path / "probs.sqlite3")), host)
+    first = cached_page.interrogate(inputs(cached_page, image=red()), NO_PROGRESS)
+    assert cached_page.tagger.unload_all() == 1
+    again = cached_page.interrogate(inputs(cached_page, image=red(), general_threshold=0.5), NO_PROGRESS)
+    assert again[cached_page.last].provider == "cache" and "cache" in again[cached_page.status]
+    assert cached_page.tagger.loaded() == []
+    assert again[cached_page.prompt] != first[cached_page.prompt]  # re-thresholded from the cached answer
+
+
 def test_unload_after_and_unload_all_report_no_model_loaded(page: Any) -> None:
     out = page.interrogate(inputs(page, image=red(), unload_after=True), NO_PROGRESS)
     assert "unloaded after use" in out[page.status] and render.NO_MODEL_LOADED in out[page.status]

@@ -274,6 +274,29 @@ def test_api_is_mounted_only_with_api_flag_and_honours_api_auth(host) -> None:
     assert bob.status_code == 200 and "red_theme" in bob.json()["caption"]
 
 
+def test_unload_after_setting_applies_to_the_api_and_the_tab_at_once(host) -> None:
+    """ "Unload the model after each interrogation" means it everywhere: the API reads the setting per
+    request (no restart), and the tab's checkbox starts from it."""
+    from fastapi import FastAPI
+    from modules import shared
+
+    from tagger.webui import TaggerExtension
+
+    ext = TaggerExtension()
+    shared.cmd_opts.api = True
+    app = FastAPI()
+    ext.on_app_started(None, app)
+    body = {"image": _png_b64((255, 0, 0)), "model": "test-model"}
+    (kept,) = _requests(app, [("POST", "/tagger/v1/interrogate", {"json": body})])
+    assert kept.status_code == 200 and [m.name for m in ext.tagger().loaded()] == ["test-model"]
+    shared.opts.data["tagger_unload_after"] = True  # changed in Settings while the WebUI runs
+    (dropped,) = _requests(app, [("POST", "/tagger/v1/interrogate", {"json": {**body, "threshold": 0.5}})])
+    assert dropped.status_code == 200 and ext.tagger().loaded() == []
+    from tagger.ui import build_ui
+
+    assert build_ui(ext.tagger(), ext.host).unload_after.value is True
+
+
 def test_another_tagger_package_shadowing_ours_is_named(host, tmp_path: Path, monkeypatch) -> None:
     from modules import script_callbacks
 
