@@ -208,11 +208,15 @@ def test_clicking_a_tag_excludes_it(page: Any, images: dict[str, Path]) -> None:
     page.wait_for_selector('#tagger_tags [data-testid="smile-confidence-set"]', state="detached")
 
 
-def test_unload_shows_no_model_loaded(page: Any, images: dict[str, Path]) -> None:
+def test_unload_shows_no_model_loaded(page: Any, images: dict[str, Path], tmp_path: Path) -> None:
     upload_and_tag(page, images["red"])
     page.click("#tagger_unload_all")
     page.wait_for_function("() => document.querySelector('#tagger_status').innerText.includes('No model loaded')")
     page.check("#tagger_unload_after input[type=checkbox]")
+    fresh = tmp_path / "fresh.png"  # an image the probability cache has not seen: the model runs
+    Image.new("RGB", (64, 48), (40, 90, 200)).save(fresh)
+    page.set_input_files("#tagger_image input[type=file]", str(fresh))
+    page.wait_for_selector("#tagger_image img")
     page.click("#tagger_interrogate")
     page.wait_for_function("() => document.querySelector('#tagger_status').innerText.includes('unloaded after use')")
     status = page.inner_text("#tagger_status")

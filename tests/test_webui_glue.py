@@ -283,6 +283,7 @@ def test_unload_after_setting_applies_to_the_api_and_the_tab_at_once(host) -> No
     from tagger.webui import TaggerExtension
 
     ext = TaggerExtension()
+    ext.tagger().cache.clear()  # the models folder's cache may know this image from another test
     shared.cmd_opts.api = True
     app = FastAPI()
     ext.on_app_started(None, app)
