@@ -50,6 +50,7 @@ class LiveServer:
     def __init__(self, app: Any) -> None:
         import uvicorn
 
+        self.app = app
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -261,6 +262,57 @@ def test_batch_writes_captions_and_shows_progress_and_frequencies(
     assert "red theme" in chart and "2 (66.7%)" in chart
     link = page.locator("#tagger_batch_csv a").first
     assert "tag-counts" in (link.get_attribute("href") or "") or "tag-counts" in link.inner_text()
+
+
+def start_batch(pg: Any, folder: Path, out: Path | None = None, existing: str = "skip") -> None:
+    pg.click("#tagger_batch_tab-button, button:has-text('Batch from folder')")
+    set_text(pg, "tagger_batch_input", str(folder))
+    set_text(pg, "tagger_batch_output", str(out) if out else "")
+    pg.check(f"#tagger_batch_existing input[value={existing}]")
+    pg.click("#tagger_batch_start")
+
+
+def test_cancel_says_cancelling_until_the_batch_stops(
+    page: Any, server: LiveServer, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagger.ui.render import CANCELLING
+    from tests.test_ui_page import HeldBatch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(images["red"], folder / f"{i}.png")
+    with HeldBatch(server.app.state.page, monkeypatch) as held:  # the batch waits after its first image
+        start_batch(page, folder, tmp_path / "out")
+        page.wait_for_function(
+            "() => document.querySelector('#tagger_batch_progress').innerText.includes('1 / 4 images')"
+        )
+        # Every text the progress shows from now on, and whether the batch had ended by then.
+        page.evaluate(
+            """() => { window.taggerProgress = [];
+            const record = () => {
+                const text = document.querySelector('#tagger_batch_progress').innerText;
+                const seen = window.taggerProgress;
+                if (!seen.length || seen[seen.length - 1].text !== text) {
+                    seen.push({text, stopped: !!document.querySelector('#tagger_batch_summary .tagger-summary')});
+                }
+            };
+            record();
+            new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+        )
+        page.click("#tagger_batch_cancel")
+        page.wait_for_function(
+            f"() => document.querySelector('#tagger_batch_progress').innerText.includes({CANCELLING!r})"
+        )
+        held.wait_polls(4)  # their updates reach the page before any that follows the release below
+        held.release()
+        page.wait_for_selector("#tagger_batch_summary .tagger-summary")
+    assert "Cancelled" in page.inner_text("#tagger_batch_summary")
+    seen = page.evaluate("() => window.taggerProgress")
+    first = next(i for i, s in enumerate(seen) if CANCELLING in s["text"])
+    while_running = [s["text"] for s in seen[first:] if not s["stopped"]]
+    assert all(CANCELLING in t for t in while_running), seen
+    assert all("1 / 4 images" in t for t in while_running), seen  # the numbers stay shown beside it
 
 
 def test_screenshot_of_a_tagged_image(page: Any, images: dict[str, Path]) -> None:

@@ -7,6 +7,7 @@ import collections
 import importlib.util
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -217,37 +218,87 @@ def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
     assert "outside the output folder" in list(page.run_batch(data))[-1][page.status]
 
 
-def test_cancel_stops_a_running_batch(page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
+class HeldBatch:
+    """Holds the page's batches after their first image until ``release()`` (a gate in the real batch's
+    progress callback), so a test acts while a batch is known to be running; counts the page's progress
+    polls (each one asks the host whether the user interrupted)."""
 
+    def __init__(self, page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        import tagger.ui.page as page_module
+
+        self.first_image = threading.Event()
+        self._released = threading.Event()
+        self._polled = threading.Condition()
+        self.polls = 0
+        real_run, real_interrupted = page_module.run_batch, page.host.interrupted
+
+        def held_run(*args: Any, progress: Any, **kwargs: Any) -> Any:
+            def report(p: BatchProgress) -> None:
+                progress(p)
+                if p.done == 1:
+                    self.first_image.set()
+                    self._released.wait(60)
+
+            return real_run(*args, progress=report, **kwargs)
+
+        def counted_interrupted() -> bool:
+            with self._polled:
+                self.polls += 1
+                self._polled.notify_all()
+            return real_interrupted()
+
+        monkeypatch.setattr(page_module, "run_batch", held_run)
+        monkeypatch.setattr(page.host, "interrupted", counted_interrupted)
+
+    def wait_polls(self, n: int) -> None:
+        with self._polled:
+            target = self.polls + n
+            assert self._polled.wait_for(lambda: self.polls >= target, 30), "the page stopped polling its batch"
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __enter__(self) -> HeldBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def batch_inputs(page: Any, folder: Path, token: str, **overrides: Any) -> dict[Any, Any]:
+    fields = {
+        "batch_token": token,
+        "batch_input": str(folder),
+        "batch_recursive": False,
+        "batch_output": "",
+        "batch_format": "[name].txt",
+        "batch_existing": "skip",
+        "batch_json": False,
+    }
+    return inputs(page, **{**fields, **overrides})
+
+
+def test_cancel_stops_a_running_batch_and_says_so_until_it_stops(
+    page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(6):
         red().save(folder / f"{i}.png")
-    gate = threading.Event()
-    real = page.tagger.load
-
-    def slow_load(model: str) -> Any:
-        gate.wait(5)
-        return real(model)
-
-    monkeypatch.setattr(page.tagger, "load", slow_load)
-    data = inputs(
-        page,
-        batch_token="tok",
-        batch_input=str(folder),
-        batch_recursive=False,
-        batch_output="",
-        batch_format="[name].txt",
-        batch_existing="skip",
-        batch_json=False,
-    )
-    stream = page.run_batch(data)
-    next(stream)  # started
-    assert page.cancel_batch("tok") != gr.update()
-    gate.set()
-    final = list(stream)[-1]
-    assert "Cancelled" in final[page.batch_summary]
+    with HeldBatch(page, monkeypatch) as held:
+        stream = page.run_batch(batch_inputs(page, folder, "tok"))
+        while "1 / 6 images" not in next(stream).get(page.batch_progress, ""):
+            pass
+        page.cancel_batch("tok")
+        for _ in range(3):  # the polls while the batch finishes its image: the numbers, and "cancelling"
+            progress = next(stream)[page.batch_progress]
+            assert render.CANCELLING in progress and "1 / 6 images" in progress
+        held.release()
+        rest = list(stream)
+    assert all(render.CANCELLING in u[page.batch_progress] for u in rest[:-1])
+    assert "Cancelled" in rest[-1][page.batch_summary]
+    assert render.CANCELLING not in rest[-1][page.batch_progress]  # stopped: the last numbers alone
+    assert page._batches == {}  # a finished batch has nothing left to cancel
 
 
 # -- rendering -----------------------------------------------------------------------------------------------

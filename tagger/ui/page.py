@@ -53,13 +53,21 @@ class LastPrediction:
     hit: CachedProbs | None = None  # the probability cache's entry when it answered: exact above its floor
 
 
+@dataclass
+class _RunningBatch:
+    """A batch in progress: its cancel switch and the last progress its worker reported."""
+
+    cancel: threading.Event
+    latest: BatchProgress | None = None
+
+
 class TaggerPage:
     """Builds the page for one ``Tagger`` and ``Host``; holds no per-user state (that lives in gr.State)."""
 
     def __init__(self, tagger: Tagger, host: Host) -> None:
         self.tagger = tagger
         self.host = host
-        self._batches: dict[str, threading.Event] = {}
+        self._batches: dict[str, _RunningBatch] = {}
         self._batches_lock = threading.Lock()
 
     # -- building ----------------------------------------------------------------------------------------
@@ -247,7 +255,7 @@ class TaggerPage:
         self.batch_start.click(self.new_batch_token, None, [self.batch_token], queue=False).then(
             self.run_batch, batch_inputs, batch_outputs
         )
-        self.batch_cancel.click(self.cancel_batch, [self.batch_token], [self.batch_progress], queue=False)
+        self.batch_cancel.click(self.cancel_batch, [self.batch_token], None, queue=False)
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -431,13 +439,13 @@ class TaggerPage:
     def new_batch_token(self) -> str:
         return uuid.uuid4().hex
 
-    def cancel_batch(self, token: str) -> Any:
+    def cancel_batch(self, token: str) -> None:
+        """Ask the batch to stop after its current image. The batch's own progress updates say so from its
+        next poll until it stops: one stream writes the progress, so no later update can hide the notice."""
         with self._batches_lock:
-            event = self._batches.get(token or "")
-        if event is None:
-            return gr.update()
-        event.set()
-        return render.progress_html(None, starting="Cancelling after the current image…")
+            running = self._batches.get(token or "")
+        if running is not None:
+            running.cancel.set()
 
     def _batch_config(self, data: dict[Any, Any]) -> BatchConfig:
         inputs = [
@@ -468,19 +476,20 @@ class TaggerPage:
             yield {**shown, self.batch_progress: "", self.status: self._error(str(e))}
             return
         model = render.choice_to_model(data[self.model])
-        cancel = threading.Event()
+        running = _RunningBatch(threading.Event())
+        cancel = running.cancel
         with self._batches_lock:
-            self._batches[token] = cancel
-        latest: list[BatchProgress | None] = [None]
+            self._batches[token] = running
         outcome: dict[str, Any] = {}
+
+        def report(p: BatchProgress) -> None:
+            running.latest = p
 
         def work() -> None:
             try:
                 self.tagger.resolve(model)
                 with self.host.gpu_section("tagger-batch"):
-                    outcome["summary"] = run_batch(
-                        self.tagger, model, config, options, progress=lambda p: latest.__setitem__(0, p), cancel=cancel
-                    )
+                    outcome["summary"] = run_batch(self.tagger, model, config, options, progress=report, cancel=cancel)
             except TaggerError as e:
                 outcome["error"] = str(e)
             except Exception as e:
@@ -502,8 +511,8 @@ class TaggerPage:
                 worker.join(BATCH_POLL_S)
                 if self.host.interrupted():
                     cancel.set()
-                if latest[0] is not None:
-                    yield {self.batch_progress: render.progress_html(latest[0])}
+                if running.latest is not None or cancel.is_set():
+                    yield {self.batch_progress: render.progress_html(running.latest, cancelling=cancel.is_set())}
         finally:
             if worker.is_alive():  # the page went away: stop the batch too
                 cancel.set()
@@ -513,7 +522,7 @@ class TaggerPage:
             yield {self.batch_progress: "", self.status: self._error(outcome["error"])}
             return
         summary: BatchSummary = outcome["summary"]
-        yield self._batch_result(summary, latest[0], data[self.model])
+        yield self._batch_result(summary, running.latest, data[self.model])
 
     def _batch_result(self, summary: BatchSummary, last: BatchProgress | None, model_choice: str) -> dict[Any, Any]:
         rows = render.top_tags(summary.tag_counts, summary.tagged)
