@@ -272,6 +272,32 @@ def start_batch(pg: Any, folder: Path, out: Path | None = None, existing: str = 
     pg.click("#tagger_batch_start")
 
 
+def summary_says(pg: Any, text: str) -> None:
+    pg.wait_for_function(
+        f"() => {{ const e = document.querySelector('#tagger_batch_summary .tagger-summary');"
+        f" return !!e && e.innerText.includes({text!r}); }}",
+        timeout=60_000,
+    )
+
+
+def test_a_rerun_that_skips_everything_shows_no_headerless_table(
+    page: Any, images: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(images["red"], folder / name)
+    start_batch(page, folder)
+    summary_says(page, "2 tagged")
+    page.wait_for_function("() => document.querySelector('#tagger_batch_top').innerText.includes('red theme')")
+    head = page.locator("#tagger_batch_top thead").first.inner_text()
+    assert "Tag" in head and "Share %" in head, head
+    page.click("#tagger_batch_start")  # again: every image has its caption now and is skipped
+    summary_says(page, "0 tagged, 2 skipped")
+    page.wait_for_selector("#tagger_batch_top", state="hidden")
+    assert "No tags." in page.inner_text("#tagger_batch_chart")
+
+
 def test_cancel_says_cancelling_until_the_batch_stops(
     page: Any, server: LiveServer, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

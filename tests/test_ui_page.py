@@ -192,12 +192,29 @@ def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp
     updates = list(page.run_batch(data))
     final = updates[-1]
     assert "3 tagged" in final[page.batch_summary] and "bad.png" in final[page.batch_summary]
-    assert ["red theme", 3, 100.0] in final[page.batch_table]["value"]
+    assert final[page.batch_table]["value"]["headers"] == ["Tag", "Images", "Share %"]
+    assert ["red theme", 3, 100.0] in final[page.batch_table]["value"]["data"]
+    assert final[page.batch_table]["visible"] is True
     csv_lines = Path(final[page.batch_csv]).read_text(encoding="utf-8-sig").splitlines()
     assert csv_lines[0] == "tag,images,share_percent" and "red theme,3,100.0" in csv_lines
     assert (folder / "0.txt").read_text(encoding="utf-8").startswith("red theme")
     assert (folder / "0.json").is_file()
     assert page._batches == {}  # the cancel token is dropped when the batch ends
+
+
+def test_a_rerun_that_skips_everything_hides_the_empty_table(page: Any, tmp_path: Path) -> None:
+    """Given no rows, gradio replaces a table's headers with 1, 2, 3: an empty table is not shown at all."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    red().save(folder / "a.png")
+    first = list(page.run_batch(batch_inputs(page, folder, "t1")))
+    assert first[0][page.batch_table]["visible"] is False  # while it runs there is nothing to show yet
+    assert first[-1][page.batch_table]["visible"] is True
+    again = list(page.run_batch(batch_inputs(page, folder, "t2")))[-1]
+    assert "0 tagged, 1 skipped" in again[page.batch_summary]
+    assert again[page.batch_table]["visible"] is False
+    assert again[page.batch_table]["value"] == {"headers": ["Tag", "Images", "Share %"], "data": []}
+    assert "No tags." in again[page.batch_chart] and again[page.batch_csv] is None
 
 
 def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:

@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 TOP_TAGS = 40  # tags shown as bars
 BATCH_POLL_S = 0.25  # how often the batch progress is refreshed
 EXISTING_CHOICES = ["skip", "overwrite", "append", "prepend"]
+TABLE_HEADERS = ["Tag", "Images", "Share %"]
+
+
+def table_update(rows: list[list[object]]) -> Any:
+    """The frequency table showing ``rows``, hidden while it has none (the chart beside it then says so).
+
+    The headers travel with the rows: given no rows, gradio drops the component's headers and shows 1, 2, 3.
+    """
+    return gr.update(value={"headers": TABLE_HEADERS, "data": rows}, visible=bool(rows))
 
 
 @dataclass(frozen=True)
@@ -189,11 +198,12 @@ class TaggerPage:
             self.batch_progress = gr.HTML(elem_id="tagger_batch_progress")
             self.batch_summary = gr.HTML(elem_id="tagger_batch_summary")
             self.batch_table = gr.Dataframe(
-                headers=["Tag", "Images", "Share %"],
+                headers=TABLE_HEADERS,
                 datatype=["str", "number", "number"],
                 label="Most frequent tags",
                 interactive=False,
                 wrap=True,
+                visible=False,
                 elem_id="tagger_batch_top",
             )
             self.batch_chart = gr.HTML(elem_id="tagger_batch_chart")
@@ -503,7 +513,7 @@ class TaggerPage:
                 self.batch_progress: render.progress_html(None, starting=f"Loading {model}…"),
                 self.batch_summary: "",
                 self.batch_chart: "",
-                self.batch_table: gr.update(value=[]),
+                self.batch_table: table_update([]),
                 self.batch_csv: None,
             }
             worker.start()
@@ -533,7 +543,7 @@ class TaggerPage:
         return {
             self.batch_progress: render.progress_html(last) if last else "",
             self.batch_summary: render.summary_html(summary),
-            self.batch_table: gr.update(value=rows),
+            self.batch_table: table_update(rows),
             self.batch_chart: render.bar_chart_html(rows),
             self.batch_csv: csv_path,
             self.status: render.status_html(loaded=self._loaded_names()),
