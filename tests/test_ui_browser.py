@@ -351,6 +351,44 @@ def test_screenshot_of_a_tagged_image(page: Any, images: dict[str, Path]) -> Non
     page.screenshot(path=str(SCREENSHOT), full_page=False)
 
 
+def test_models_added_after_the_start_show_when_the_page_is_reloaded(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.modelgen import make_model_dir
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no catalog model cached anywhere
+    models = tmp_path / "models"
+    make_model_dir(models / "test-model")
+    app = build_app(
+        models_dir=models,
+        device="cpu",
+        defaults=HostDefaults(model="wd-vit-tagger-v3"),
+        presets_dir=tmp_path / "presets",
+    )
+    live = LiveServer(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        assert pg.input_value("#tagger_model input") == "wd-vit-tagger-v3 · not downloaded"
+        make_model_dir(models / "wd-vit-tagger-v3")  # its files put into the models folder by hand
+        make_model_dir(models / "added-later")
+        pg.reload()
+        pg.wait_for_function(
+            "() => { const e = document.querySelector('#tagger_model input');"
+            " return !!e && e.value.startsWith('wd-vit-tagger-v3 · downloaded'); }"
+        )
+        pg.click("#tagger_model input")
+        pg.wait_for_selector("#tagger_model ul.options li:has-text('added-later · local')")
+    finally:
+        context.close()
+        live.stop()
+
+
 def test_first_use_download_shows_progress_in_the_page(
     browser: Any, tmp_path: Path, images: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

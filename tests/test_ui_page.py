@@ -159,6 +159,25 @@ def test_clicking_a_tag_adds_it_to_the_excludes_once(page: Any) -> None:
     assert page.exclude_selected("", evt) == "long hair"
 
 
+def test_each_page_load_lists_the_models_on_disk_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.modelgen import make_model_dir
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no catalog model cached anywhere
+    models = tmp_path / "models"
+    make_model_dir(models / "test-model")
+    host = StandaloneHost(HostDefaults(model="wd-vit-tagger-v3"), presets_dir=tmp_path / "presets")
+    fresh = build_ui(Tagger(models, "cpu"), host)
+    assert fresh.model.value == "wd-vit-tagger-v3 · not downloaded"
+    make_model_dir(models / "wd-vit-tagger-v3")  # the catalog model's files, put there after the start
+    make_model_dir(models / "added-later")
+    update, status = fresh.page_loaded(fresh.model.value)
+    assert update["value"].startswith("wd-vit-tagger-v3 · downloaded")
+    assert any(c.startswith("added-later · local") for c in update["choices"])
+    assert render.NO_MODEL_LOADED in status
+    update, _ = fresh.page_loaded("test-model · local, 1 kB")  # the user's choice is kept
+    assert update["value"].startswith("test-model · local")
+
+
 def test_presets_save_load_delete_through_the_page(page: Any) -> None:
     saved = page.save_preset(inputs(page, preset=None, preset_name="portraits", general_threshold=0.42, weights=True))
     assert "Preset saved" in saved[page.status]

@@ -96,7 +96,7 @@ class TaggerPage:
             self._wire()
             if head_js:
                 demo.load(None, None, None, **compat.js(head_js))
-            demo.load(self.status_now, None, [self.status], queue=False)
+            demo.load(self.page_loaded, [self.model], [self.model, self.status], queue=False)
         self.demo = demo
         return demo
 
@@ -399,6 +399,12 @@ class TaggerPage:
 
     def status_now(self) -> str:
         return render.status_html(loaded=self._loaded_names())
+
+    def page_loaded(self, current: str) -> tuple[Any, str]:
+        """Each page (re)load: the models as they are on disk now, the chosen one kept, and those loaded.
+
+        The page is built once, at the start; models downloaded or added since then show on a reload."""
+        return self._model_update(current), self.status_now()
 
     # -- presets -----------------------------------------------------------------------------------------
 
