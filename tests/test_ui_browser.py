@@ -209,6 +209,20 @@ def test_clicking_a_tag_excludes_it(page: Any, images: dict[str, Path]) -> None:
     page.wait_for_selector('#tagger_tags [data-testid="smile-confidence-set"]', state="detached")
 
 
+def test_the_prompts_copy_button_copies_it(page: Any, images: dict[str, Path]) -> None:
+    """One copy button: the prompt box's own (its markup differs between gradio 3.41 and 4.x)."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    prompt = upload_and_tag(page, images["red"])
+    copy = page.locator("#tagger_prompt button.copy-text, #tagger_prompt button[aria-label='Copy']")
+    assert copy.count() == 1 and page.locator("#tagger_copy").count() == 0
+    copy.click()
+    page.wait_for_function(  # polls the clipboard until it holds the prompt
+        "(p) => { navigator.clipboard.readText().then((t) => { window.taggerClip = t; });"
+        " return window.taggerClip === p; }",
+        arg=prompt,
+    )
+
+
 def test_unload_shows_no_model_loaded(page: Any, images: dict[str, Path]) -> None:
     upload_and_tag(page, images["red"])
     page.click("#tagger_unload_all")

@@ -443,7 +443,7 @@ def test_css_and_javascript_address_only_the_tabs_ids() -> None:
     assert ids and all(i.startswith("tagger_") for i in ids), ids
     assert not re.search(r"getElementById\(", js)
     globals_ = set(re.findall(r"window\.(\w+)\s*=", js))
-    assert globals_ == {"taggerScriptLoaded", "taggerCopy"}
+    assert globals_ == {"taggerScriptLoaded"}
 
 
 def test_counts_csv_has_every_tag(tmp_path: Path) -> None:

@@ -184,14 +184,15 @@ class TaggerPage:
 
     def _build_outputs(self) -> None:
         self.status = gr.HTML(render.status_html(), elem_id="tagger_status")
+        # Copying is the textbox's own button (gradio 3.41 and 4.x, in the WebUI and the standalone page).
         self.prompt = compat.SendableTextbox(
             label="Prompt", lines=4, max_lines=12, elem_id="tagger_prompt", show_copy_button=True, interactive=True
         )
         self.prompt.outgoing = self.host.send_text
-        with gr.Row(elem_id="tagger_send_row"):
-            self.send_buttons = self.host.add_send_buttons(self.image, self.prompt)
-            if not self.send_buttons:
-                self.copy_btn = gr.Button("Copy prompt", elem_id="tagger_copy")
+        self.send_buttons: list[Any] = []
+        if self.host.send_targets():
+            with gr.Row(elem_id="tagger_send_row"):
+                self.send_buttons = self.host.add_send_buttons(self.image, self.prompt)
         self.ratings = gr.Label(label="Rating", num_top_classes=4, elem_id="tagger_ratings")
         self.tags = gr.Label(label="Tags (click one to exclude it)", num_top_classes=TOP_TAGS, elem_id="tagger_tags")
         with gr.Group(visible=False, elem_id="tagger_batch_results") as self.batch_results:
@@ -228,13 +229,6 @@ class TaggerPage:
         )
         self.refresh_btn.click(self.refresh_models, [self.model], [self.model], queue=False)
         self.unload_btn.click(self.unload_all, None, [self.status], queue=False)
-        if getattr(self, "copy_btn", None) is not None:
-            self.copy_btn.click(
-                None,
-                [self.prompt],
-                None,
-                **compat.js("(text) => { if (window.taggerCopy) { window.taggerCopy(text); } return []; }"),
-            )
 
         preset_inputs = {self.preset, self.preset_name, self.model, *c}
         self.preset_save.click(self.save_preset, preset_inputs, [self.preset, self.status], queue=False)
