@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from PIL import Image
@@ -245,8 +246,21 @@ def test_broken_image_shows_a_readable_error(page: Any, images: dict[str, Path])
 
 
 def test_batch_writes_captions_and_shows_progress_and_frequencies(
-    page: Any, images: dict[str, Path], tmp_path: Path
+    page: Any, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import tempfile
+    import types
+
+    import tagger.ui.page as page_module
+
+    made: list[Path] = []  # the temporary folders the page makes (for the tag-counts CSV)
+
+    def recorded(**kwargs: Any) -> Any:
+        folder = tempfile.TemporaryDirectory(**kwargs)
+        made.append(Path(folder.name))
+        return folder
+
+    monkeypatch.setattr(page_module, "tempfile", types.SimpleNamespace(TemporaryDirectory=recorded))
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     for name in ("a.png", "b.png"):
@@ -275,7 +289,16 @@ def test_batch_writes_captions_and_shows_progress_and_frequencies(
     chart = page.inner_text("#tagger_batch_chart")
     assert "red theme" in chart and "2 (66.7%)" in chart
     link = page.locator("#tagger_batch_csv a").first
-    assert "tag-counts" in (link.get_attribute("href") or "") or "tag-counts" in link.inner_text()
+    href = link.get_attribute("href") or ""
+    assert "tag-counts" in href or "tag-counts" in link.inner_text()
+    # The page's folder goes once gradio has sent the result, and gradio serves its own copy of the CSV.
+    assert len(made) == 1
+    deadline = time.monotonic() + 10
+    while made[0].exists():
+        assert time.monotonic() < deadline, f"{made[0]} is left behind"
+        time.sleep(0.05)
+    csv = page.request.get(urljoin(page.url, href)).text().lstrip("\ufeff").splitlines()
+    assert csv[0] == "tag,images,share_percent" and "red theme,2,66.7" in csv
 
 
 def start_batch(pg: Any, folder: Path, out: Path | None = None, existing: str = "skip") -> None:

@@ -198,24 +198,16 @@ def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp
     for i in range(3):
         red().save(folder / f"{i}.png")
     (folder / "bad.png").write_bytes(b"not an image")
-    data = inputs(
-        page,
-        batch_token="t1",
-        batch_input=str(folder),
-        batch_recursive=False,
-        batch_output="",
-        batch_format="[name].txt",
-        batch_existing="skip",
-        batch_json=True,
-    )
-    updates = list(page.run_batch(data))
-    final = updates[-1]
+    stream = page.run_batch(batch_inputs(page, folder, "t1", batch_json=True))
+    final = next(u for u in stream if u.get(page.batch_summary))
     assert "3 tagged" in final[page.batch_summary] and "bad.png" in final[page.batch_summary]
     assert final[page.batch_table]["value"]["headers"] == ["Tag", "Images", "Share %"]
     assert ["red theme", 3, 100.0] in final[page.batch_table]["value"]["data"]
     assert final[page.batch_table]["visible"] is True
+    # gradio copies the CSV when it sends this update, before it asks the handler for more
     csv_lines = Path(final[page.batch_csv]).read_text(encoding="utf-8-sig").splitlines()
     assert csv_lines[0] == "tag,images,share_percent" and "red theme,3,100.0" in csv_lines
+    assert list(stream) == []
     assert (folder / "0.txt").read_text(encoding="utf-8").startswith("red theme")
     assert (folder / "0.json").is_file()
     assert page._batches == {}  # the cancel token is dropped when the batch ends
@@ -234,6 +226,26 @@ def test_a_rerun_that_skips_everything_hides_the_empty_table(page: Any, tmp_path
     assert again[page.batch_table]["visible"] is False
     assert again[page.batch_table]["value"] == {"headers": ["Tag", "Images", "Share %"], "data": []}
     assert "No tags." in again[page.batch_chart] and again[page.batch_csv] is None
+
+
+def test_batches_leave_no_temporary_folder_behind(page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # this test's own temporary folder
+    (tmp_path / "tmp").mkdir()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    red().save(folder / "a.png")
+    for i in range(3):
+        stream = page.run_batch(batch_inputs(page, folder, f"t{i}", batch_existing="overwrite"))
+        final = next(u for u in stream if u.get(page.batch_summary))
+        assert Path(final[page.batch_csv]).is_file()
+        assert list(stream) == []  # the handler is done: its CSV has been sent
+        assert list((tmp_path / "tmp").iterdir()) == []
+    stream = page.run_batch(batch_inputs(page, folder, "closed", batch_existing="overwrite"))
+    final = next(u for u in stream if u.get(page.batch_summary))
+    stream.close()  # the browser went away before the end
+    assert not Path(final[page.batch_csv]).exists() and list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:

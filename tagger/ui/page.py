@@ -532,13 +532,17 @@ class TaggerPage:
             yield {self.batch_progress: "", self.status: self._error(outcome["error"])}
             return
         summary: BatchSummary = outcome["summary"]
-        yield self._batch_result(summary, running.latest, data[self.model])
+        # gradio copies the CSV into its own file cache when it sends this last update, before it asks the
+        # generator for more; the folder goes then (or when the generator is closed, or at exit).
+        with tempfile.TemporaryDirectory(prefix="tagger-batch-") as folder:
+            yield self._batch_result(summary, running.latest, data[self.model], Path(folder))
 
-    def _batch_result(self, summary: BatchSummary, last: BatchProgress | None, model_choice: str) -> dict[Any, Any]:
+    def _batch_result(
+        self, summary: BatchSummary, last: BatchProgress | None, model_choice: str, folder: Path
+    ) -> dict[Any, Any]:
         rows = render.top_tags(summary.tag_counts, summary.tagged)
         csv_path = None
         if summary.tag_counts:
-            folder = Path(tempfile.mkdtemp(prefix="tagger-batch-"))
             csv_path = str(render.write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
         return {
             self.batch_progress: render.progress_html(last) if last else "",
