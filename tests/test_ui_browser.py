@@ -378,14 +378,86 @@ def test_cancel_says_cancelling_until_the_batch_stops(
     assert all("1 / 4 images" in t for t in while_running), seen  # the numbers stay shown beside it
 
 
-def test_screenshot_of_a_tagged_image(page: Any, images: dict[str, Path]) -> None:
-    """docs/screenshot.png for the README (written only when TAGGER_SCREENSHOT=1)."""
-    if os.environ.get("TAGGER_SCREENSHOT") != "1":
-        pytest.skip("set TAGGER_SCREENSHOT=1 to refresh docs/screenshot.png")
-    image = os.environ.get("TAGGER_SCREENSHOT_IMAGE")
-    upload_and_tag(page, Path(image) if image else images["red"])
-    page.set_viewport_size({"width": 1280, "height": 900})
-    page.screenshot(path=str(SCREENSHOT), full_page=False)
+def demo_picture(path: Path) -> Path:
+    """A drawn smiling face on a red gradient: the picture in docs/screenshot.png."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (360, 360))
+    draw = ImageDraw.Draw(img)
+    for y in range(360):  # red at the top to a muted pink at the bottom
+        draw.line([(0, y), (359, y)], fill=(234 - y // 6, 60 + y // 8, 72 + y // 4))
+    draw.polygon([(180, 230), (70, 360), (290, 360)], fill=(200, 36, 56))
+    draw.ellipse([98, 78, 262, 240], fill=(249, 211, 192))
+    for x in (148, 212):
+        draw.ellipse([x - 11, 133, x + 11, 155], fill=(40, 30, 50))
+    draw.arc([130, 160, 230, 212], 20, 160, fill=(110, 30, 40), width=4)
+    img.save(path)
+    return path
+
+
+def demo_rows() -> tuple[Any, ...]:
+    """The tags of the stand-in model the screenshot shows: what a WD14 model says of such a picture, set by
+    hand (a constant probability each, the background colours following the picture's mean colour)."""
+    from math import log
+
+    from tests.modelgen import CHARACTER, GENERAL, RATING, Row
+
+    def fixed(name: str, category: int, p: float) -> Row:
+        return Row(name, category, (0.0, 0.0, 0.0), log(p / (1 - p)))
+
+    return (
+        fixed("general", RATING, 0.93),
+        fixed("sensitive", RATING, 0.06),
+        fixed("questionable", RATING, 0.004),
+        fixed("explicit", RATING, 0.001),
+        fixed("smile", GENERAL, 0.92),
+        fixed("no_humans", GENERAL, 0.81),
+        fixed("solo", GENERAL, 0.74),
+        Row("red_background", GENERAL, (-10.0, -10.0, 20.0), -7.6),  # about 0.66 on the picture
+        Row("blue_background", GENERAL, (20.0, -10.0, -10.0), -6.0),
+        fixed("simple_background", GENERAL, 0.69),
+        fixed("gradient_background", GENERAL, 0.61),
+        fixed("black_eyes", GENERAL, 0.55),
+        fixed("closed_mouth", GENERAL, 0.46),
+        fixed("looking_at_viewer", GENERAL, 0.42),
+        fixed("smiley_face", GENERAL, 0.38),
+        fixed("1girl", GENERAL, 0.12),
+        fixed("hatsune_miku", CHARACTER, 0.01),
+    )
+
+
+def test_screenshot_of_the_demo_stand_in(browser: Any, tmp_path: Path) -> None:
+    """The page as docs/screenshot.png shows it: a picture tagged by ``demo-stand-in``, a stand-in model built
+    here (README says so). Checked on every run; the file is rewritten only when TAGGER_SCREENSHOT=1."""
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.modelgen import make_model_dir
+
+    make_model_dir(tmp_path / "models" / "demo-stand-in", rows=demo_rows())
+    app = build_app(
+        models_dir=tmp_path / "models",
+        device="cpu",
+        defaults=HostDefaults(model="demo-stand-in"),
+        presets_dir=tmp_path / "presets",
+    )
+    live = LiveServer(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        prompt = upload_and_tag(pg, demo_picture(tmp_path / "face.png"))
+        assert prompt.startswith("smile, no humans, solo, simple background, red background"), prompt
+        assert "blue background" not in prompt and "1girl" not in prompt
+        assert pg.input_value("#tagger_model input").startswith("demo-stand-in · local")
+        if os.environ.get("TAGGER_SCREENSHOT") == "1":
+            pg.evaluate("() => document.activeElement && document.activeElement.blur()")
+            pg.wait_for_function("() => !document.querySelector('#tagger_main .pending')")  # the event is over
+            pg.screenshot(path=str(SCREENSHOT), full_page=False, animations="disabled")
+    finally:
+        context.close()
+        live.stop()
 
 
 def test_models_added_after_the_start_show_when_the_page_is_reloaded(
