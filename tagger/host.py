@@ -47,6 +47,10 @@ class Host:
         """Where named option sets are stored (outside any git checkout, so updates never lose them)."""
         raise NotImplementedError
 
+    def send_targets(self) -> tuple[str, ...]:
+        """Tabs a prompt can be sent to (``("txt2img", "img2img")`` in the WebUI); empty: no send-to row."""
+        return ()
+
     def send_text(self, prompt: str) -> str:
         """The prompt as the send-to buttons hand it to the host (the WebUI protects weighted tags here)."""
         return prompt

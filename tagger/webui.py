@@ -224,6 +224,9 @@ class WebUIHost(Host):
     def presets_dir(self) -> Path:
         return self.data_path() / "tagger" / "presets"
 
+    def send_targets(self) -> tuple[str, ...]:
+        return SEND_TARGETS
+
     def send_text(self, prompt: str) -> str:
         return paste_safe(prompt)
 
