@@ -107,10 +107,11 @@ def image_digest(source: Any) -> str | None:
 class _Once:
     """Work done once per key however many threads ask for it (a download, a session load).
 
-    The first caller starts it in a background thread (with the caller's context variables, so that a
-    progress tracker following tqdm sees a download); every caller waits up to its ``wait`` for the result,
-    and gets ``ModelBusyError`` after that while the work goes on. A finished job is forgotten, so a failed
-    download is tried again by the next caller.
+    The first caller starts it: in its own thread when it waits as long as it takes (the CLI, the tab: a
+    progress tracker following tqdm in that thread sees the download), else in a background thread with the
+    caller's context variables. Every caller waits up to its ``wait`` for the result and gets
+    ``ModelBusyError`` after that while the work goes on. A finished job is forgotten, so a failed download
+    is tried again by the next caller.
     """
 
     def __init__(self) -> None:
@@ -118,17 +119,22 @@ class _Once:
         self._lock = threading.Lock()
 
     def run(self, key: str, model: str, doing: str, work: Callable[[], T], wait: float | None) -> T:
+        inline = False
         with self._lock:
             job = self._jobs.get(key)
             if job is None:
                 job = (Future(), model, doing, time.monotonic())
                 self._jobs[key] = job
-                ctx = contextvars.copy_context()
-                thread = threading.Thread(
-                    target=ctx.run, args=(self._work, key, job[0], work), name=f"tagger-{key}", daemon=True
-                )
-                thread.start()
+                inline = wait is None
+                if not inline:
+                    ctx = contextvars.copy_context()
+                    thread = threading.Thread(
+                        target=ctx.run, args=(self._work, key, job[0], work), name=f"tagger-{key}", daemon=True
+                    )
+                    thread.start()
         future, _, doing, started = job
+        if inline:  # a caller that waits for as long as it takes does the work itself (its progress bars too)
+            self._work(key, future, work)
         try:
             return future.result(timeout=wait)
         except FutureTimeout:
