@@ -9,13 +9,11 @@ even decoded).
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tagger.errors import ImageError, TaggerError
+from tagger.files import write_atomic
 from tagger.images import image_extensions
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, normalize_tag, postprocess
@@ -194,29 +193,6 @@ def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
 
 
 # -- writing ----------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8, no BOM) so that ``path`` is either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        with contextlib.suppress(OSError):
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
 
 
 def split_caption(text: str) -> list[str]:
