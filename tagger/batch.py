@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -286,8 +287,15 @@ def run_batch(
         log.warning("%s: %s", path, reason)
         report(str(path))
 
-    def jobs() -> Iterator[Job]:
+    def skip(path: Path) -> None:
         nonlocal done
+        done += 1
+        summary.skipped += 1
+        report(str(path))
+
+    claimed: dict[str, Path] = {}  # caption file -> the image it belongs to in this run
+
+    def jobs() -> Iterator[Job]:
         for image, root in iter_images(config.inputs, config.recursive):
             if cancel is not None and cancel.is_set():
                 return
@@ -299,10 +307,16 @@ def run_batch(
             except OSError as e:  # hash token on an unreadable file
                 fail(image, f"cannot be read ({e.strerror or e})")
                 continue
+            first = claimed.setdefault(_caption_key(cap), image)
+            if first is not image:  # the caption is already another image's: never overwrite it silently
+                if _same_file(first, image) or "[hash:" in config.filename_format:
+                    log.info("%s: same file or content as %s; its caption is %s", image, first, cap)
+                    skip(image)
+                else:
+                    fail(image, _collision_reason(image, first, cap, config))
+                continue
             if config.existing == "skip" and cap.exists():
-                done += 1
-                summary.skipped += 1
-                report(str(image))
+                skip(image)
                 continue
             yield Job(image, cap)
 
@@ -331,6 +345,31 @@ def run_batch(
         summary.images_per_s = summary.tagged / summary.elapsed if summary.elapsed > 0 else 0.0
         summary.cancelled = cancel is not None and cancel.is_set()
     return summary
+
+
+def _caption_key(caption: Path) -> str:
+    """What makes two caption paths the same file: resolved, and case-folded where names ignore case."""
+    key = os.path.normcase(str(caption.resolve()))
+    return key.casefold() if sys.platform == "darwin" else key  # macOS volumes ignore case by default
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _collision_reason(image: Path, first: Path, caption: Path, config: BatchConfig) -> str:
+    """Why ``image`` got no caption (``first`` already has ``caption``), and how to give each its own."""
+    why = f"not tagged: its caption {caption} is already the caption of {first}, which was kept"
+    if "[name]" not in config.filename_format:
+        fix = "put [name] in the filename format (e.g. --filename-format '[name].txt')"
+    elif image.name != first.name:
+        fix = "use the filename format [name].[extension].txt (--filename-format '[name].[extension].txt')"
+    else:
+        fix = "caption each folder into its own output folder, or tag their common parent folder recursively"
+    return f"{why}; to give each image its own, {fix}"
 
 
 def _write_caption(job: Job, result: TagResult, config: BatchConfig) -> None:

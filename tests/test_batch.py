@@ -215,6 +215,53 @@ def test_cli_summary_and_exit_status(model_root, tmp_path):
     assert r.returncode == 0 and "tagged 1" in r.stderr
 
 
+def test_same_stem_images_never_share_a_caption_silently(tagger, tmp_path):
+    img(tmp_path / "pic.png", RED)
+    img(tmp_path / "pic.jpg", GREEN, fmt="JPEG")
+    img(tmp_path / "other.png", BLUE)
+    s = run(tagger, [tmp_path], batch_size=16)  # both images are in one model run before anything is written
+    assert (s.tagged, s.skipped, s.failed) == (2, 0, 1)
+    # the first in the walk's sorted order keeps the caption; the second is reported with the way out
+    expected = tagger.tag_image("test-model", tmp_path / "pic.jpg").result.prompt
+    assert (tmp_path / "pic.txt").read_text(encoding="utf-8") == expected
+    [(path, reason)] = s.failures
+    assert path == str(tmp_path / "pic.png") and "pic.jpg" in reason and "[name].[extension].txt" in reason
+    again = run(tagger, [tmp_path])  # a rerun still says so: the collision is not taken for a finished caption
+    assert (again.tagged, again.skipped, again.failed) == (0, 2, 1)
+    both = run(tagger, [tmp_path], filename_format="[name].[extension].txt")
+    assert (both.tagged, both.failed) == (3, 0)
+    assert (tmp_path / "pic.png.txt").read_text() == tagger.tag_image("test-model", tmp_path / "pic.png").result.prompt
+
+
+def test_same_names_from_two_folders_into_one_output_folder(tagger, tmp_path):
+    img(tmp_path / "a" / "pic.png", RED)
+    img(tmp_path / "b" / "pic.png", GREEN)
+    s = run(tagger, [tmp_path / "a", tmp_path / "b"], output_dir=tmp_path / "out")
+    assert (s.tagged, s.failed) == (1, 1) and "own output folder" in s.failures[0][1]
+    assert (tmp_path / "out" / "pic.txt").read_text().startswith("red theme")
+    s = run(tagger, [tmp_path / "a", tmp_path / "b"], output_dir=tmp_path / "out2", filename_format="caption.txt")
+    assert s.failed == 1 and "put [name] in the filename format" in s.failures[0][1]
+
+
+def test_the_same_image_twice_or_identical_content_under_a_hash_name_is_no_failure(tagger, tmp_path):
+    p = img(tmp_path / "a.png", RED)
+    s = run(tagger, [p, tmp_path])  # the file named, and again in its folder
+    assert (s.tagged, s.skipped, s.failed) == (1, 1, 0)
+    (tmp_path / "copy.png").write_bytes(p.read_bytes())
+    s = run(tagger, [tmp_path], filename_format="[hash:sha1].txt")
+    assert (s.tagged, s.skipped, s.failed) == (1, 1, 0)
+
+
+def test_cli_same_stem_collision_exits_1_and_names_the_fix(model_root, tmp_path):
+    img(tmp_path / "pic.png", RED)
+    img(tmp_path / "pic.jpg", GREEN, fmt="JPEG")
+    r = cli(str(tmp_path), "--models-dir", str(model_root), "--model", "test-model", "--device", "cpu")
+    assert r.returncode == 1, r.stderr
+    assert "tagged 1, skipped 0 (caption exists), failed 1" in r.stderr
+    assert f"{tmp_path / 'pic.png'}: not tagged: its caption {tmp_path / 'pic.txt'} is already" in r.stderr
+    assert "--filename-format '[name].[extension].txt'" in r.stderr
+
+
 def _slow_dataset(root: Path, n: int) -> None:
     for i in range(n):
         img(root / f"img{i:04}.png", (i % 256, 40, 200), size=(700, 500))
