@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tagger.errors import ImageError, TaggerError
-from tagger.files import write_atomic
+from tagger.files import hash_file, new_hash, write_atomic
 from tagger.images import image_extensions
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, normalize_tag, postprocess
@@ -147,10 +147,13 @@ def check_filename_format(fmt: str) -> None:
     for m in _TOKEN.finditer(fmt):
         token, arg = m.groups()
         if token == "hash":
-            if not arg or arg.lower() not in hashlib.algorithms_available:
+            try:
+                new_hash(arg or "")
+            except ValueError:
                 raise BatchConfigError(
-                    f"filename format: [hash:{arg or ''}] needs a hashlib algorithm such as md5, sha1, sha256"
-                )
+                    f"filename format: [hash:{arg or ''}] needs a hash algorithm such as md5, sha1, sha256, "
+                    f"shake_128 (available here: {', '.join(sorted(hashlib.algorithms_available))})"
+                ) from None
         elif token not in ("name", "extension") or arg:
             raise BatchConfigError(
                 f"filename format: unknown token {m.group(0)}; known: [name] [extension] [hash:ALGO]"
@@ -163,14 +166,6 @@ def check_filename_format(fmt: str) -> None:
         raise BatchConfigError(f"filename format {fmt!r} does not end in a file name")
 
 
-def _hash_file(path: Path, algo: str) -> str:
-    h = hashlib.new(algo.lower())
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()  # type: ignore[call-arg]
-
-
 def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
     """Where ``image``'s caption goes; raises BatchConfigError if that would leave the output folder."""
     out_root = Path(config.output_dir) if config.output_dir else None
@@ -179,7 +174,7 @@ def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
 
     def sub(m: re.Match[str]) -> str:
         token, arg = m.groups()
-        value = _hash_file(image, arg) if token == "hash" else values[token]
+        value = hash_file(image, arg) if token == "hash" else values[token]
         if "/" in value or "\\" in value or value in (".", ".."):
             raise BatchConfigError(f"{image}: its name would put the caption outside the output folder")
         return value

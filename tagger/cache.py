@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.files import hash_file
 from tagger.labels import Labels
 from tagger.options import TagOptions
 from tagger.postprocess import CHARACTER_MCUT_FLOOR, mcut_threshold
@@ -42,11 +43,8 @@ def content_hash(data: bytes) -> str:
 
 
 def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The cache key of an image file: ``content_hash`` of its bytes, read piece by piece."""
+    return hash_file(path, "blake2b", digest_size=16)
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
+# SHAKE digests have no length of their own: these give 32 and 64 hex digits, as long as md5's and sha256's.
+SHAKE_BYTES = {"shake_128": 16, "shake_256": 32}
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
@@ -58,3 +62,28 @@ def _create_temporary(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(f"no free temporary name beside {path}")
+
+
+def new_hash(algo: str, **params: Any) -> Any:
+    """hashlib's hash object for ``algo`` (any case); ValueError naming it when this Python cannot make it.
+
+    ``hashlib.algorithms_available`` can list names that OpenSSL then refuses (md4, ripemd160, whirlpool on
+    OpenSSL 3), so the only test is making one.
+    """
+    try:
+        return hashlib.new(algo.lower(), **params)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{algo!r} is not a hash algorithm this Python can compute ({e})") from e
+
+
+def hash_file(path: Path, algo: str, **params: Any) -> str:
+    """The hex digest of the file's bytes with ``algo`` (``params`` such as blake2b's ``digest_size``).
+
+    SHAKE algorithms give ``SHAKE_BYTES`` bytes. Reads in 1 MiB pieces: images of any size, little memory.
+    """
+    h = new_hash(algo, **params)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    length = SHAKE_BYTES.get(h.name)
+    return h.hexdigest(length) if length else h.hexdigest()

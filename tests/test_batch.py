@@ -92,6 +92,15 @@ def test_filename_format_tokens(tagger, tmp_path):
     assert (tmp_path / f"{hashlib.md5(p.read_bytes()).hexdigest()}.txt").exists()
 
 
+@pytest.mark.parametrize(("algo", "hex_digits"), [("shake_128", 32), ("SHAKE_256", 64)])
+def test_shake_hash_names_have_a_documented_length(tagger, tmp_path, algo, hex_digits):
+    p = img(tmp_path / "a.png")
+    s = run(tagger, [tmp_path], filename_format=f"[hash:{algo}].txt")
+    assert (s.tagged, s.failed) == (1, 0)
+    digest = hashlib.new(algo.lower(), p.read_bytes()).hexdigest(hex_digits // 2)
+    assert [c.name for c in tmp_path.glob("*.txt")] == [f"{digest}.txt"] and len(digest) == hex_digits
+
+
 @pytest.mark.parametrize(
     "fmt", ["../[name].txt", "/tmp/[name].txt", "a/../../[name].txt", "[nope].txt", "[hash:xyz].txt", ""]
 )

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tagger.batch import BatchConfig, run_batch
-from tagger.cache import ProbCache, content_hash
+from tagger.cache import ProbCache, content_hash, file_hash
 from tagger.engine import Tagger
 from tagger.labels import Labels
 from tagger.options import TagOptions
@@ -199,8 +199,11 @@ def test_size_cap_and_clear(tmp_path):
     assert cache.clear() == stats["entries"] and cache.stats()["entries"] == 0
 
 
-def test_content_hash_is_of_bytes():
+def test_content_hash_is_of_bytes(tmp_path):
     assert content_hash(b"abc") == content_hash(bytearray(b"abc")) != content_hash(b"abd")
+    big = tmp_path / "big.bin"  # over the 1 MiB read size: a path and its bytes get the same key
+    big.write_bytes(os.urandom(3 << 19))
+    assert file_hash(big) == content_hash(big.read_bytes())
 
 
 def test_cli_second_run_answers_from_cache(model_root, tmp_path, images):

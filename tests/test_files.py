@@ -4,6 +4,7 @@ atomic replacement, and the one file hash behind caption names and the probabili
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import stat
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tagger.files import write_atomic
+from tagger.files import hash_file, new_hash, write_atomic
 from tagger.options import TagOptions
 from tagger.presets import PresetStore
 
@@ -82,3 +83,15 @@ def test_cli_captions_and_sidecars_follow_the_umask(model_root: Path, tmp_path: 
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert mode(tmp_path / "a.txt") == expected and mode(tmp_path / "a.json") == expected
+
+
+def test_hash_file_any_algorithm_and_shake_lengths(tmp_path: Path) -> None:
+    data = os.urandom((1 << 20) + 5)  # two read pieces
+    (tmp_path / "f").write_bytes(data)
+    assert hash_file(tmp_path / "f", "SHA256") == hashlib.sha256(data).hexdigest()
+    assert hash_file(tmp_path / "f", "blake2b", digest_size=16) == hashlib.blake2b(data, digest_size=16).hexdigest()
+    assert hash_file(tmp_path / "f", "shake_128") == hashlib.shake_128(data).hexdigest(16)
+    assert hash_file(tmp_path / "f", "shake_256") == hashlib.shake_256(data).hexdigest(32)
+    for bad in ("", "xyz", "sha-999"):
+        with pytest.raises(ValueError, match="not a hash algorithm"):
+            new_hash(bad)
