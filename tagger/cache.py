@@ -35,6 +35,11 @@ APPLICATION_ID = 0x57443134  # "WD14": marks the file as ours; anything else is 
 SCHEMA_VERSION = 1
 DEFAULT_FLOOR = 0.01  # thresholds below this (nobody's) make the model answer instead
 DEFAULT_MAX_BYTES = 2 * 1024**3
+# The size cap is checked when the cache opens, whenever the bytes written since the last measurement could
+# have reached it (each entry counted twice its payload, as half-full B-tree pages hold it), and every
+# RESYNC_PUTS writes in any case (other processes write to the same file). A measurement costs ~10 us, a put
+# ~300 us; measuring on every put would cost 3-7 %.
+RESYNC_PUTS = 256
 
 
 def content_hash(data: bytes) -> str:
@@ -100,6 +105,7 @@ class ProbCache:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._writes = 0
+        self._estimate = 0  # bytes in use, as of the last measurement plus what was written since
 
     # -- connection -----------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -114,6 +120,7 @@ class ProbCache:
             self._set_aside(f"unreadable ({e})")
             conn = self._open()
         self._conn = conn
+        self._enforce_cap(conn)  # what earlier runs (or other processes) left over the cap goes now
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -208,22 +215,26 @@ class ProbCache:
                     (image, model, len(labels), self.floor, mg, mc, blob, time.time()),
                 )
                 self._writes += 1
-                if self._writes % 256 == 0:
+                self._estimate += 2 * (len(blob) + len(image) + len(model) + 32)
+                if self._estimate > self.max_bytes or self._writes % RESYNC_PUTS == 0:
                     self._enforce_cap(db)
         except CacheUnavailable:
             return
 
     def _enforce_cap(self, db: sqlite3.Connection) -> None:
+        """Measure the bytes in use; over ``max_bytes``, drop the oldest entries down to 80 % of it."""
         size = self.size_bytes(db)
-        if size <= self.max_bytes:
-            return
-        count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
-        drop = max(1, int(count * (1 - 0.8 * self.max_bytes / size)))
-        db.execute(
-            "DELETE FROM entries WHERE (image, model) IN (SELECT image, model FROM entries ORDER BY created LIMIT ?)",
-            (drop,),
-        )
-        log.info("probability cache over %d bytes: dropped the %d oldest entries", self.max_bytes, drop)
+        if size > self.max_bytes:
+            count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            drop = max(1, int(count * (1 - 0.8 * self.max_bytes / size)))
+            db.execute(
+                "DELETE FROM entries WHERE (image, model) IN"
+                " (SELECT image, model FROM entries ORDER BY created LIMIT ?)",
+                (drop,),
+            )
+            log.info("probability cache over %d bytes: dropped the %d oldest entries", self.max_bytes, drop)
+            size = self.size_bytes(db)
+        self._estimate = size
 
     def size_bytes(self, db: sqlite3.Connection | None = None) -> int:
         def measure(conn: sqlite3.Connection) -> int:

@@ -199,6 +199,35 @@ def test_size_cap_and_clear(tmp_path):
     assert cache.clear() == stats["entries"] and cache.stats()["entries"] == 0
 
 
+def test_size_cap_holds_across_short_runs(tmp_path):
+    """Ten runs of 40 images, each a new ProbCache as a new CLI process would be, far fewer writes than any
+    periodic check would wait for. The cap counts the pages in use; the file may also hold up to SLACK of
+    free pages (evictions free pages that later writes reuse; an insert can split a page between checks)."""
+    cap, slack = 64 * 1024, 4 * 4096
+    path = tmp_path / "c.sqlite3"
+    for run in range(10):
+        cache = ProbCache(path, max_bytes=cap)
+        for i in range(40):
+            cache.put(f"r{run}i{i}", "m", realistic_probs(len(BIG)), BIG)
+            assert cache.size_bytes() <= cap + slack, (run, i)
+        assert cache.get(f"r{run}i39", "m") is not None  # the newest entries are the ones kept
+        cache.close()
+        on_disk = sum(p.stat().st_size for p in tmp_path.glob("c.sqlite3*"))
+        assert on_disk <= cap + slack, f"run {run}: {on_disk} bytes on disk"
+    assert cache.get("r0i0", "m") is None
+
+
+def test_a_cache_over_a_smaller_cap_shrinks_when_opened(tmp_path):
+    path = tmp_path / "c.sqlite3"
+    big = ProbCache(path)
+    for i in range(100):
+        big.put(f"k{i}", "m", realistic_probs(len(BIG)), BIG)
+    big.close()
+    assert ProbCache(path).stats()["bytes"] > 256 * 1024
+    small = ProbCache(path, max_bytes=128 * 1024)
+    assert small.stats()["bytes"] <= 128 * 1024 and small.get("k99", "m") is not None
+
+
 def test_content_hash_is_of_bytes(tmp_path):
     assert content_hash(b"abc") == content_hash(bytearray(b"abc")) != content_hash(b"abd")
     big = tmp_path / "big.bin"  # over the 1 MiB read size: a path and its bytes get the same key
