@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.errors import TaggerError
 from tagger.files import hash_file
 from tagger.labels import Labels
 from tagger.options import TagOptions
@@ -40,6 +41,43 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 # RESYNC_PUTS writes in any case (other processes write to the same file). A measurement costs ~10 us, a put
 # ~300 us; measuring on every put would cost 3-7 %.
 RESYNC_PUTS = 256
+FILE_NAME = "probs.sqlite3"  # the file a folder given as the cache holds
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class CacheFileError(TaggerError):
+    """A path given as the probability cache cannot be one; nothing was changed."""
+
+
+def cache_file(path: str | Path) -> Path:
+    """The cache file that a path the user gave names: a folder means the ``probs.sqlite3`` in it.
+
+    Refuses (CacheFileError) a file that is something else: a damaged cache is set aside and rebuilt, and a
+    mistyped ``--cache notes.txt`` must not have the user's file moved aside as a damaged cache.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE_NAME
+    if path.exists():
+        if not path.is_file():
+            raise CacheFileError(f"{path} is not a file; give the cache file, or a folder to hold {FILE_NAME}")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(72)
+        except OSError as e:
+            raise CacheFileError(f"probability cache {path} cannot be read ({e.strerror or e})") from e
+        ours = head[:16] == _SQLITE_HEADER and int.from_bytes(head[68:72], "big") == APPLICATION_ID
+        if head and not ours:
+            what = "an SQLite database of another program" if head[:16] == _SQLITE_HEADER else "not a database"
+            raise CacheFileError(
+                f"{path} is not a tagger probability cache ({what}); nothing was changed. Give a new file name "
+                f"or a folder (it will hold {FILE_NAME})."
+            )
+        return path
+    folder = next(p for p in path.parents if p.exists() or p == p.parent)
+    if folder.exists() and not folder.is_dir():
+        raise CacheFileError(f"probability cache {path}: {folder} is a file, not a folder")
+    return path
 
 
 def content_hash(data: bytes) -> str:
@@ -106,15 +144,19 @@ class ProbCache:
         self._conn: sqlite3.Connection | None = None
         self._writes = 0
         self._estimate = 0  # bytes in use, as of the last measurement plus what was written since
+        self._warned = False  # "cannot be opened" is said once, not once per image
 
     # -- connection -----------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._open()
-        except sqlite3.OperationalError as e:  # busy, locked, read-only, disk full: not damage
+        except (OSError, sqlite3.OperationalError) as e:  # no folder, busy, locked, read-only: not damage
+            if not self._warned:
+                self._warned = True
+                log.warning("probability cache %s cannot be opened (%s): going on without it", self.path, e)
             raise CacheUnavailable(str(e)) from e
         except sqlite3.DatabaseError as e:  # "file is not a database", "malformed": damage
             self._set_aside(f"unreadable ({e})")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to print for images tagged without caption files",
     )
     tag.add_argument("--offline", action="store_true", help="never download; use only files already here")
-    tag.add_argument("--cache", metavar="FILE", help="probability cache (default: $TAGGER_CACHE or per-user)")
+    tag.add_argument(
+        "--cache",
+        metavar="FILE|DIR",
+        help="probability cache file, or a folder for it (default: $TAGGER_CACHE or per-user)",
+    )
     tag.add_argument("--no-cache", action="store_true", help="neither read nor write the probability cache")
     cap = tag.add_argument_group(
         "caption files",
@@ -158,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser("cache", help="show or clear the probability cache")
     cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
-    cache.add_argument("--cache", metavar="FILE", help="cache file (default: $TAGGER_CACHE or per-user)")
+    cache.add_argument(
+        "--cache", metavar="FILE|DIR", help="cache file, or the folder holding it (default: $TAGGER_CACHE or per-user)"
+    )
     cache.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
 
     models = sub.add_parser("models", help="list models, or download one")
@@ -183,7 +190,7 @@ def _caption_mode(args: argparse.Namespace) -> bool:
 
 
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger.cache import ProbCache
+    from tagger.cache import ProbCache, cache_file
     from tagger.engine import Tagger
 
     def on_load(loaded: Any) -> None:
@@ -192,7 +199,11 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
             _print_err(loaded.device_note)
 
     opts = options_from_args(args)
-    cache = None if args.no_cache else ProbCache(paths.cache_path(args.cache))
+    cache = None
+    if not args.no_cache:
+        path = paths.cache_path(args.cache)
+        named = args.cache or os.environ.get(paths.ENV_CACHE)  # a damaged default cache is set aside and rebuilt
+        cache = ProbCache(cache_file(path) if named else path)
     tagger = Tagger(
         args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty(), cache=cache,
         on_load=on_load,
@@ -333,13 +344,24 @@ def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger.cache import ProbCache
+    from tagger.cache import CacheUnavailable, ProbCache, cache_file
 
-    cache = ProbCache(paths.cache_path(args.cache))
-    if args.action == "clear":
-        _emit(out, f"removed {cache.clear()} entries from {cache.path}")
+    path = cache_file(paths.cache_path(args.cache))
+    if not path.exists():
+        what = "nothing to clear" if args.action == "clear" else "nothing cached yet"
+        _emit(out, f"{path}: no probability cache there ({what})")
         return EXIT_OK
-    st = cache.stats()
+    cache = ProbCache(path)
+    try:
+        if args.action == "clear":
+            _emit(out, f"removed {cache.clear()} entries from {cache.path}")
+            return EXIT_OK
+        st = cache.stats()
+    except CacheUnavailable as e:
+        _print_err(f"error: probability cache {path} cannot be used: {e}")
+        return EXIT_FAILED
+    finally:
+        cache.close()
     _emit(out, f"{st['path']}: {st['entries']} entries, {int(st['bytes']) / 1e6:.1f} MB")  # type: ignore[call-overload]
     for m in st["models"]:  # type: ignore[attr-defined]
         _emit(out, f"  {m}")

@@ -265,3 +265,61 @@ def test_cli_second_run_answers_from_cache(model_root, tmp_path, images):
         text=True,
     )
     assert "removed 1 entries" in cleared.stdout
+
+
+def cache_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m tagger ARGS`` in this process: exit status, stdout, stderr."""
+    import io
+
+    from tagger.cli import main
+
+    out = io.StringIO()
+    rc = main(list(args), out=out)
+    return rc, out.getvalue(), capsys.readouterr().err
+
+
+def test_cache_option_takes_a_folder(model_root, tmp_path, images, capsys):
+    folder = tmp_path / "cachedir"
+    folder.mkdir()
+    rc, out, _ = cache_cli(capsys, "cache", "--cache", str(folder))
+    assert rc == 0 and "no probability cache there" in out and not list(folder.iterdir())  # info creates nothing
+    tag = ["tag", str(images[0]), "--models-dir", str(model_root), "--model", "test-model", "--cache", str(folder)]
+    assert cache_cli(capsys, *tag)[0] == 0
+    assert "model test-model on CPU" not in cache_cli(capsys, *tag)[2]  # the second answer came from the cache
+    rc, out, _ = cache_cli(capsys, "cache", "info", "--cache", str(folder))
+    assert rc == 0 and out.startswith(f"{folder / 'probs.sqlite3'}: 1 entries")
+    rc, out, _ = cache_cli(capsys, "cache", "clear", "--cache", str(folder))
+    assert rc == 0 and "removed 1 entries" in out
+
+
+def test_a_file_that_is_not_a_cache_is_refused_and_left_alone(model_root, tmp_path, images, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 20)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE important(x)")
+    tag = ["tag", str(images[0]), "--models-dir", str(model_root), "--model", "test-model"]
+    for path, what in [(notes, "not a database"), (other, "an SQLite database of another program")]:
+        for args in (
+            ["cache", "clear", "--cache", str(path)],
+            ["cache", "--cache", str(path)],
+            [*tag, "--cache", str(path)],
+        ):
+            rc, _, err = cache_cli(capsys, *args)
+            assert rc == 2 and f"{path} is not a tagger probability cache ({what}" in err
+            assert "nothing was changed" in err
+    assert notes.read_text() == "my notes\n" * 20 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "imgs", "notes.txt", "other.db"
+    ]  # fmt: skip
+    rc, _, err = cache_cli(capsys, "cache", "--cache", str(notes / "x.sqlite3"))
+    assert rc == 2 and f"{notes} is a file, not a folder" in err
+
+
+def test_a_cache_that_cannot_be_opened_is_skipped_with_one_warning(tmp_path, caplog):
+    (tmp_path / "file").write_text("x")
+    cache = ProbCache(tmp_path / "file" / "c.sqlite3")  # its folder is a file: it can never be made
+    with caplog.at_level(logging.WARNING):
+        for i in range(3):
+            cache.put(f"k{i}", "m", realistic_probs(len(BIG)), BIG)
+            assert cache.get(f"k{i}", "m") is None
+    assert len([r for r in caplog.records if "cannot be opened" in r.message]) == 1
