@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -271,34 +271,57 @@ def test_cli_same_stem_collision_exits_1_and_names_the_fix(model_root, tmp_path)
     assert "--filename-format '[name].[extension].txt'" in r.stderr
 
 
-def _slow_dataset(root: Path, n: int) -> None:
-    for i in range(n):
-        img(root / f"img{i:04}.png", (i % 256, 40, 200), size=(700, 500))
+# The child restores Python's own Ctrl-C handler: a shell starts background jobs with SIGINT ignored, and an
+# ignored signal stays ignored across exec, so without this the test fails whenever CI runs in the background.
+CHILD_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('tagger', run_name='__main__', alter_sys=True)"
+)
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="the gate image is a named pipe (POSIX)")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_midway_then_resumed(model_root, tmp_path, sig):
+    """Stopped while it waits on the middle image, a named pipe: the test knows the child got that far when its
+    own open() of the pipe returns, so the signal lands mid-batch however fast or slow the machine is."""
     data = tmp_path / "data"
-    n = 120
-    _slow_dataset(data, n)
-    args = [str(data), "--models-dir", str(model_root), "--model", "test-model", "--device", "cpu", "--batch-size", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "tagger", "tag", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(list(data.glob("*.txt"))) < 5 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    written = sorted(data.glob("*.txt"))
+    for i in range(80):
+        img(data / ("first" if i < 40 else "second") / f"img{i:04}.png", (i % 256, 40, 200), size=(300, 200))
+    gate = data / "gate.png"
+    os.mkfifo(gate)
+    n = 81
+    inputs = [str(data / "first"), str(gate), str(data / "second")]
+    args = [*inputs, "--models-dir", str(model_root), "--model", "test-model", "--device", "cpu", "--batch-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_WITH_CTRL_C, "tag", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def unblock_if_the_child_ends_first() -> None:  # else the open() below would wait forever
+        proc.wait()
+        with contextlib.suppress(OSError):  # the pipe may be gone by then
+            os.close(os.open(gate, os.O_RDONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock_if_the_child_ends_first, daemon=True).start()
+    with open(gate, "wb"):  # returns once the child opens the pipe to read the gate image: it waits there now
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate()
+    written = sorted(data.rglob("*.txt"))
     assert 0 < len(written) < n, "the run should have been stopped mid-way"
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "run the same command again to resume" in err
+        assert proc.returncode == 130 and "run the same command again to resume" in err, err
+    else:
+        assert proc.returncode == -signal.SIGKILL
     clean = Tagger(model_root, "cpu", download=False)
     for cap in written:  # every caption there is complete: exactly what a clean run writes
         image = cap.with_suffix(".png")
         assert cap.read_text(encoding="utf-8") == clean.tag_image("test-model", image).result.prompt, cap
-    assert not list(data.glob(".*.tmp")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
+    assert not list(data.rglob(".*.tmp")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
+    gate.unlink()
+    img(gate, (0, 40, 200), size=(300, 200))
     done_before = len(written)
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     assert f"tagged {n - done_before}, skipped {done_before}" in r.stderr
-    assert len(list(data.glob("*.txt"))) == n
+    assert len(list(data.rglob("*.txt"))) == n
