@@ -48,6 +48,7 @@ class BatchConfig:
     existing: str = "skip"  # skip | overwrite | append | prepend
     json_sidecar: bool = False
     batch_size: int | None = None
+    roots: tuple[Path, ...] | None = None  # resolved folders that images and captions must stay in (None: anywhere)
 
 
 @dataclass
@@ -188,6 +189,22 @@ def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
     return target
 
 
+def within(path: Path, roots: tuple[Path, ...]) -> bool:
+    """True when ``path``, with links and ``..`` resolved, is one of ``roots`` (resolved) or inside one."""
+    resolved = Path(path).resolve()
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def check_roots(config: BatchConfig) -> None:
+    """Refuse inputs or an output folder outside ``config.roots``, naming the folders that are allowed."""
+    if config.roots is None:
+        return
+    allowed = ", ".join(str(r) for r in config.roots) or "none"
+    for path in [*config.inputs, *([config.output_dir] if config.output_dir else [])]:
+        if not within(Path(path), config.roots):
+            raise BatchConfigError(f"{path} is outside the folders batches may use here (allowed: {allowed})")
+
+
 # -- writing ----------------------------------------------------------------------------------------
 
 
@@ -248,6 +265,7 @@ def run_batch(
             raise BatchConfigError(f"{inp}: no such file or folder")
     if config.output_dir and Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
         raise BatchConfigError(f"output folder {config.output_dir} is a file")
+    check_roots(config)
 
     # A first pass over names only (no decoding): the total for progress and ETA, and every caption path
     # checked before anything is written. Hash tokens are checked here too: they never hold separators.
@@ -301,6 +319,9 @@ def run_batch(
                 continue
             except OSError as e:  # hash token on an unreadable file
                 fail(image, f"cannot be read ({e.strerror or e})")
+                continue
+            if config.roots is not None and not (within(image, config.roots) and within(cap, config.roots)):
+                fail(image, f"refused: a link leads it or its caption {cap} out of the allowed folders")
                 continue
             first = claimed.setdefault(_caption_key(cap), image)
             if first is not image:  # the caption is already another image's: never overwrite it silently

@@ -141,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=7861, help="port (default 7861)")
     serve.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    serve.add_argument(
+        "--auth",
+        metavar="USER:PASS[,USER:PASS]",
+        help="ask for a user and password (HTTP basic) on the page, the API and the docs (default: $TAGGER_AUTH)",
+    )
+    serve.add_argument("--auth-file", metavar="FILE", help="user:password entries, one a line or comma-separated")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="listen beyond this machine without --auth (anyone who reaches the port can use the page)",
+    )
+    serve.add_argument(
+        "--batch-root",
+        action="append",
+        metavar="DIR",
+        help="a folder the page's 'Batch from folder' may read and write in (repeatable; default: the current "
+        "folder when listening on 127.0.0.1, none otherwise)",
+    )
     _common(serve)
 
     quant = sub.add_parser(
@@ -304,10 +322,14 @@ class _ProgressReporter:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger.server import serve
+    from tagger.server import load_auth, serve
 
     try:
-        serve(host=args.host, port=args.port, models_dir=args.models_dir, device=args.device)
+        serve(
+            host=args.host, port=args.port, models_dir=args.models_dir, device=args.device,
+            auth=load_auth(args.auth, args.auth_file), insecure_no_auth=args.insecure_no_auth,
+            batch_roots=args.batch_root,
+        )  # fmt: skip
     except ImportError as e:
         _print_err(f"error: the page needs the ui and api extras ({e.name} is missing): pip install -e '.[ui,api]'")
         return EXIT_USAGE
