@@ -2,7 +2,7 @@
 
 ``python -m tagger serve`` calls ``serve``; tests use ``build_app`` and run it with uvicorn themselves.
 The page lives at ``/``, the API under ``/tagger/v1`` (the same routes as in the WebUI) and its
-documentation at ``/docs``.
+documentation at ``/docs``, served from this app (no CDN), so it works offline.
 
 With ``auth``, HTTP basic auth guards everything (page, its websockets, API, docs). The page's "Batch from
 folder" reads and writes folders of this machine, so it is confined to ``batch_roots``; ``serve`` refuses to
@@ -12,6 +12,7 @@ listen beyond this machine without auth.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import ipaddress
 import json
 import logging
@@ -32,6 +33,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7861
 QUEUE_CONCURRENCY = 4  # page events run at once (a long batch must not block tagging in another browser tab)
 ENV_AUTH = "TAGGER_AUTH"
+DOCS_ASSETS = "/docs-assets"
 
 
 class ServeError(TaggerError):
@@ -173,6 +175,62 @@ def _gradio_queue_token(app: Any) -> str | None:
     return None
 
 
+# -- the API documentation, served from here ----------------------------------------------------------------
+
+
+def _docs_assets() -> Path | None:
+    """The folder of Swagger UI's files from the ``fastapi-offline`` package, or None when it is not installed."""
+    spec = importlib.util.find_spec("fastapi_offline")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "static"
+    return folder if (folder / "swagger-ui-bundle.js").is_file() else None
+
+
+def serve_docs_locally(app: Any) -> bool:
+    """Replace FastAPI's ``/docs`` and ``/redoc``, which load Swagger UI and ReDoc from a CDN (a blank page
+    offline), with the same pages loading them from this app. False (CDN pages kept) without the package."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from starlette.requests import Request
+    from starlette.responses import FileResponse, Response
+
+    folder = _docs_assets()
+    if folder is None:
+        log.info("fastapi-offline is not installed: /docs loads Swagger UI from the internet")
+        return False
+    files = {p.name: p for p in folder.iterdir() if p.suffix in (".js", ".css", ".png")}
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ("/docs", "/redoc")]
+    title = f"{app.title} - API"
+
+    def asset(request: Request) -> Response:
+        path = files.get(request.path_params["name"])
+        return FileResponse(path, headers={"Cache-Control": "max-age=86400"}) if path else Response(status_code=404)
+
+    def docs(request: Request) -> Response:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=title,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            oauth2_redirect_url=app.swagger_ui_oauth2_redirect_url,
+        )
+
+    def redoc(request: Request) -> Response:
+        return get_redoc_html(
+            openapi_url=app.openapi_url,
+            title=title,
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+
+    app.add_route(DOCS_ASSETS + "/{name}", asset, include_in_schema=False)
+    app.add_route("/docs", docs, include_in_schema=False)
+    app.add_route("/redoc", redoc, include_in_schema=False)
+    return True
+
+
 # -- the app ------------------------------------------------------------------------------------------------
 
 
@@ -206,6 +264,7 @@ def build_app(
         tagger = Tagger(models_dir, device, cache=ProbCache(cache_path()))
     host = host or StandaloneHost(defaults, Path(presets_dir) if presets_dir else None, batch_roots=batch_roots)
     app = create_app(tagger, auth=auth)  # API routes first: the page's mount at "/" takes whatever they do not
+    serve_docs_locally(app)
     page = build_ui(tagger, host, standalone_assets=True)
     enable_queue(page.demo, QUEUE_CONCURRENCY)
     app = gr.mount_gradio_app(app, page.demo, path="/")

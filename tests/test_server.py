@@ -1,12 +1,13 @@
 """The standalone server's exposure, over real HTTP (uvicorn on 127.0.0.1 serving the real app): basic auth over
 the page, its websockets, the API and the docs; no exposed bind without auth; the page's batch folders
-confined to the operator's roots. Runs under gradio 3.41 and 4.x alike."""
+confined to the operator's roots; /docs working offline. Runs under gradio 3.41 and 4.x alike."""
 
 from __future__ import annotations
 
 import base64
 import importlib.util
 import os
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,3 +237,23 @@ def test_batch_is_off_when_no_root_is_allowed(model_root: Path, tmp_path: Path) 
     page = build_ui(Tagger(model_root, "cpu"), StandaloneHost(HostDefaults(model="test-model"), batch_roots=[]))
     assert "Batch from folder is off on this server" in batch(page, str(tmp_path))[page.status]
     assert not (tmp_path / "a.txt").exists()
+
+
+# -- the API documentation, offline --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fastapi_offline") is None,
+    reason="fastapi-offline (Swagger UI's files, in the api extra) is not installed: /docs loads them from a CDN",
+)
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_docs_load_everything_from_the_app_itself(live: LiveServer, page: str) -> None:
+    with client(live, auth=("bob", "hunter2")) as c:
+        html = c.get(page).text
+        assert not re.findall(r"(?:https?:)?//[\w.-]+", html.replace("window.location.origin", "")), html
+        urls = [a or b for a, b in re.findall(r'(?:href|src|spec-url)="([^"]+)"|url: \'([^\']+)\'', html)]
+        assert len(urls) >= 3 and "/openapi.json" in urls, urls
+        for url in urls:
+            r = c.get(url)
+            assert r.status_code == 200 and len(r.content) > 100, url
+        assert c.get("/docs-assets/server.py").status_code == 404  # its own files only
