@@ -9,7 +9,6 @@ below is what ``python -m tagger serve`` uses.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,11 +76,7 @@ class Host:
 
 class StandaloneHost(Host):
     """The host of ``python -m tagger serve``: no other tabs, presets in the per-user data folder, batches in
-    ``batch_roots`` only (None: anywhere; ``serve`` always gives them).
-
-    ``gpu_lock`` serialises model runs of the page with those of the HTTP API when both are given the same
-    lock; the engine itself is thread-safe, the lock only keeps two large batches from competing for memory.
-    """
+    ``batch_roots`` only (None: anywhere; ``serve`` always gives them)."""
 
     name = "standalone"
 
@@ -89,12 +84,11 @@ class StandaloneHost(Host):
         self,
         defaults: HostDefaults | None = None,
         presets_dir: str | Path | None = None,
-        gpu_lock: threading.Lock | None = None,
+        *,
         batch_roots: Sequence[str | Path] | None = None,
     ) -> None:
         self._defaults = defaults or HostDefaults()
         self._presets_dir = Path(presets_dir) if presets_dir else None
-        self._lock = gpu_lock
         self._batch_roots = None if batch_roots is None else tuple(Path(r).expanduser().resolve() for r in batch_roots)
 
     def defaults(self) -> HostDefaults:
@@ -105,11 +99,3 @@ class StandaloneHost(Host):
 
     def batch_roots(self) -> tuple[Path, ...] | None:
         return self._batch_roots
-
-    @contextlib.contextmanager
-    def gpu_section(self, job: str) -> Iterator[None]:
-        if self._lock is None:
-            yield
-            return
-        with self._lock:
-            yield

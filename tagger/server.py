@@ -97,7 +97,8 @@ class BasicAuth:
 
     A request that passes gets a session cookie, which is accepted too: gradio 3 runs its queue over a
     WebSocket, and browsers do not reliably send basic credentials with a WebSocket handshake. The cookie is a
-    random token of this process (a restart logs everyone out), HttpOnly and SameSite=Strict.
+    random token of this process (a restart logs everyone out), HttpOnly and SameSite=Strict. gradio 3's own
+    call to itself carries ``internal_token`` (see ``_gradio_queue_token``) and passes too.
     """
 
     COOKIE = "tagger_session"
