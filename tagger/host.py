@@ -9,7 +9,7 @@ below is what ``python -m tagger serve`` uses.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,18 +68,34 @@ class Host:
         """True when the host's own Interrupt button was pressed during our job."""
         return False
 
+    def batch_roots(self) -> tuple[Path, ...] | None:
+        """The folders "Batch from folder" may read and write in (resolved); None: anywhere. The WebUI's
+        user is this machine's user, so its tab may batch anywhere; the standalone server says where."""
+        return None
+
 
 class StandaloneHost(Host):
-    """The host of ``python -m tagger serve``: no other tabs, presets in the per-user data folder."""
+    """The host of ``python -m tagger serve``: no other tabs, presets in the per-user data folder, batches in
+    ``batch_roots`` only (None: anywhere; ``serve`` always gives them)."""
 
     name = "standalone"
 
-    def __init__(self, defaults: HostDefaults | None = None, presets_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        defaults: HostDefaults | None = None,
+        presets_dir: str | Path | None = None,
+        *,
+        batch_roots: Sequence[str | Path] | None = None,
+    ) -> None:
         self._defaults = defaults or HostDefaults()
         self._presets_dir = Path(presets_dir) if presets_dir else None
+        self._batch_roots = None if batch_roots is None else tuple(Path(r).expanduser().resolve() for r in batch_roots)
 
     def defaults(self) -> HostDefaults:
         return self._defaults
 
     def presets_dir(self) -> Path:
         return self._presets_dir or paths.user_data_dir() / "presets"
+
+    def batch_roots(self) -> tuple[Path, ...] | None:
+        return self._batch_roots

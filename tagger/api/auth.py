@@ -26,16 +26,17 @@ def parse_api_auth(value: str | None) -> dict[str, str] | None:
 
 
 class BasicAuth:
-    """The credentials a mounted API accepts; ``check`` raises ApiError 401 for a request without them."""
+    """The credentials a mounted API (or ``serve``'s whole app) accepts."""
 
     def __init__(self, users: dict[str, str] | None) -> None:
         self.enabled = users is not None
         self._users = [(u.encode("utf-8"), p.encode("utf-8")) for u, p in (users or {}).items()]
 
-    def check(self, request: Request) -> None:
+    def problem(self, authorization: str) -> str | None:
+        """None when the ``Authorization`` header's value carries known credentials, else what is wrong."""
         if not self.enabled:
-            return
-        scheme, _, param = request.headers.get("authorization", "").partition(" ")
+            return None
+        scheme, _, param = authorization.partition(" ")
         user = password = None
         if scheme.lower() == "basic":
             try:
@@ -49,9 +50,15 @@ class BasicAuth:
             user_b, password_b = user.encode("utf-8"), password.encode("utf-8")
             for u, p in self._users:  # every entry, without stopping early: no timing hint of which user exists
                 ok |= secrets.compare_digest(u, user_b) & secrets.compare_digest(p, password_b)
-        if not ok:
-            message = "Incorrect username or password" if user is not None else "Authentication required"
-            raise ApiError(401, message, None, None, {"WWW-Authenticate": "Basic"})
+        if ok:
+            return None
+        return "Incorrect username or password" if user is not None else "Authentication required"
+
+    def check(self, request: Request) -> None:
+        """Raise ApiError 401 for a request without known credentials."""
+        problem = self.problem(request.headers.get("authorization", ""))
+        if problem is not None:
+            raise ApiError(401, problem, None, None, {"WWW-Authenticate": "Basic"})
 
 
 class DocumentedBasicAuth(HTTPBasic):

@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from tagger.batch import BatchConfig, BatchProgress, BatchSummary, run_batch
+from tagger.batch import BatchConfig, BatchConfigError, BatchProgress, BatchSummary, check_roots, run_batch
 from tagger.cache import CachedProbs
 from tagger.engine import Tagger
 from tagger.errors import TaggerError
@@ -452,7 +452,13 @@ class TaggerPage:
             raise TaggerError("Batch: type the folder of the images to caption.")
         output = (data[self.batch_output] or "").strip()
         batch_size = self.host.defaults().batch_size
-        return BatchConfig(
+        roots = self.host.batch_roots()
+        if roots == ():
+            raise TaggerError(
+                "Batch from folder is off on this server: it was started without --batch-root, and it can be "
+                "reached from other machines. Start it with --batch-root FOLDER to allow a folder."
+            )
+        config = BatchConfig(
             inputs=inputs,
             recursive=bool(data[self.batch_recursive]),
             output_dir=Path(output).expanduser() if output else None,
@@ -460,7 +466,13 @@ class TaggerPage:
             existing=data[self.batch_existing] or "skip",
             json_sidecar=bool(data[self.batch_json]),
             batch_size=batch_size or None,
+            roots=roots,
         )
+        try:
+            check_roots(config)
+        except BatchConfigError as e:
+            raise TaggerError(f"Batch: {e}. The server allows more with --batch-root FOLDER.") from e
+        return config
 
     def run_batch(self, data: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Run a batch in a worker thread and stream its progress into the page."""
