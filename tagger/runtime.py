@@ -1,8 +1,9 @@
 """ONNX Runtime sessions: one per loaded model, shared by all callers, and honest about the device.
 
 After a session is created we read back which execution provider is really active. When CUDA was asked
-for and is not active, ``LoadedModel.device_note`` says why in words a user can act on; every front end
-shows it (CLI stderr, UI status line, API ``provider_note``).
+for (``cuda``, or ``auto`` with a CUDA provider offered or onnxruntime-gpu installed) and is not active,
+``LoadedModel.device_note`` says why in words a user can act on; every front end shows it (CLI stderr, UI
+status line, API ``provider_note``).
 """
 
 from __future__ import annotations
@@ -145,10 +146,11 @@ def cuda_diagnosis(available: list[str], installed: list[str], active: list[str]
             "CUDA is not used: onnxruntime-gpu is installed but reports no CUDA provider. Check that an "
             "NVIDIA driver is present (nvidia-smi) and reinstall onnxruntime-gpu."
         )
-    version = next((i.split()[1] for i in installed if i.startswith("onnxruntime-gpu")), "?")
+    gpu = next((i for i in installed if i.startswith("onnxruntime-gpu ")), installed[0] if installed else "onnxruntime")
     return (
-        f"CUDA is not used: onnxruntime-gpu {version} could not load the CUDA or cuDNN libraries it was "
-        "built for (wrong major version or missing). onnxruntime-gpu 1.19 and newer need CUDA 12 and "
+        f"CUDA is not used: {gpu} offers CUDA but could not start it: no NVIDIA driver, or the CUDA or cuDNN "
+        "libraries it was built for are missing or of another major version. (Without an NVIDIA GPU, choose the "
+        "device cpu and this note goes away.) onnxruntime-gpu 1.19 and newer need CUDA 12 and "
         "cuDNN 9; 1.18 and older CUDA 12 builds need cuDNN 8 (as torch 2.1-2.3 ships). Install the "
         "onnxruntime-gpu version that matches the CUDA/cuDNN your torch brings, or the matching "
         "nvidia-cudnn-cu12 / nvidia-cuda-runtime-cu12 packages. The console log of onnxruntime names the "
@@ -221,9 +223,13 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
 
     active = list(session.get_providers())
     note = ""
-    if device.wants_cuda and (not active or active[0] != CUDA):
-        note = cuda_diagnosis(available, installed_runtimes(), active)
-        log.warning("%s", note)
+    if device.kind != "cpu" and (not active or active[0] != CUDA):
+        # ``auto`` is quiet only when nothing CUDA is there at all (the CPU build alone): a CUDA provider that
+        # is offered and did not start, or an installed onnxruntime-gpu that offers none, is a GPU failing.
+        installed = installed_runtimes()
+        if wants_cuda or any(i.startswith("onnxruntime-gpu ") for i in installed):
+            note = cuda_diagnosis(available, installed, active)
+            log.warning("%s", note)
 
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = list(inputs[0].shape) if inputs else []

@@ -325,3 +325,39 @@ def test_malformed_api_auth_keeps_the_api_closed(host, caplog) -> None:
     script_callbacks.app_started_callback(None, app)
     assert not any(getattr(r, "path", "").startswith("/tagger/") for r in app.routes)
     assert "not mounted" in caplog.text and "alice" in caplog.text
+
+
+def test_tab_and_api_say_why_cuda_did_not_start_in_auto(host, monkeypatch) -> None:
+    """The WebUI's default device is auto; a CUDA provider that is offered and does not start is said in the
+    tab's status and in the API's provider_note. Fake: onnxruntime's provider list offers CUDA, as the GPU
+    build does; the session is real and this machine's CPU build starts it without CUDA. The images are
+    this test's own, so that the models folder's probability cache cannot answer for the model."""
+    import onnxruntime
+    from fastapi import FastAPI
+    from modules import script_callbacks, shared
+
+    from tagger.runtime import CPU, CUDA
+    from tagger.ui import build_ui
+    from tagger.webui import TaggerExtension
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [CUDA, CPU])
+    shared.cmd_opts.tagger_device = "auto"
+    shared.opts.data["tagger_default_model"] = "test-model"
+    ext = TaggerExtension()
+    page = build_ui(ext.tagger(), ext.host)
+    data = {c: c.value for c in page.controls}
+    data.update({page.image: Image.new("RGB", (40, 40), (7, 77, 177)), page.model: "test-model"})
+    data.update({page.unload_after: False, page.last: None})
+    status = html_lib.unescape(page.interrogate(data, lambda *a, **k: None)[page.status])
+    assert "CUDA is not used:" in status
+
+    _run_script()
+    shared.cmd_opts.api = True
+    app = FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    body = {"image": _png_b64((7, 78, 178)), "model": "test-model", "threshold": 0.35}
+    tagged, loaded = _requests(
+        app, [("POST", "/tagger/v1/interrogate", {"json": body}), ("GET", "/tagger/v1/loaded", {})]
+    )
+    assert tagged.json()["provider"] == "CPU" and tagged.json()["provider_note"].startswith("CUDA is not used:")
+    assert loaded.json()["models"][0]["provider_note"].startswith("CUDA is not used:")
