@@ -23,6 +23,21 @@ from tagger.runtime import CPU, CUDA
 def cuda_offered(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake: onnxruntime lists CUDAExecutionProvider as available, as onnxruntime-gpu does on any machine."""
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [CUDA, CPU])
+    tagger.runtime._preload_cuda_libraries.cache_clear()
+    yield
+    tagger.runtime._preload_cuda_libraries.cache_clear()
+
+
+@pytest.fixture
+def cudnn_missing(monkeypatch: pytest.MonkeyPatch, cuda_offered: None) -> None:
+    """Fake: onnxruntime-gpu's ``preload_dlls`` (1.21+) printing what it prints when cuDNN is not there (its
+    own words, from onnxruntime 1.32's source), colour codes included."""
+
+    def preload_dlls() -> None:
+        print("Failed to load libcudnn.so.9: libcudnn.so.9: cannot open shared object file: No such file")
+        print("\033[33mPlease follow https://onnxruntime.ai/docs/install/#cuda-and-cudnn to install CUDA.\033[0m")
+
+    monkeypatch.setattr(onnxruntime, "preload_dlls", preload_dlls)
 
 
 def test_auto_says_why_an_offered_cuda_did_not_start(model_root: Path, cuda_offered: None) -> None:
@@ -43,8 +58,17 @@ def test_device_cpu_is_a_choice_not_a_failure(model_root: Path, cuda_offered: No
     assert Tagger(model_root, "cpu", download=False).load("test-model").device_note == ""
 
 
-def test_cli_prints_the_note_in_auto(model_root: Path, solid_image, cuda_offered: None, capsys) -> None:
+def test_what_loading_the_cuda_libraries_said_is_in_the_note(model_root: Path, cudnn_missing: None) -> None:
+    note = Tagger(model_root, "auto", download=False).load("test-model").device_note
+    assert "Loading the CUDA libraries said: Failed to load libcudnn.so.9" in note
+    assert "\033" not in note
+
+
+def test_cli_prints_the_note_in_auto_and_keeps_stdout_for_results(
+    model_root: Path, solid_image, cudnn_missing: None, capsys
+) -> None:
     image = solid_image((255, 0, 0), "red.png")
     assert main(["tag", str(image), "--models-dir", str(model_root), "--model", "test-model", "--no-cache"]) == 0
-    err = capsys.readouterr().err
-    assert "model test-model on CPU" in err and "CUDA is not used:" in err
+    out, err = capsys.readouterr()
+    assert "model test-model on CPU" in err and "CUDA is not used:" in err and "libcudnn.so.9" in err
+    assert len(out.splitlines()) == 1 and out.startswith(f"{image}: red theme, solo")  # the result alone
