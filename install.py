@@ -28,6 +28,12 @@ Facts, with their sources:
   were only on Microsoft's onnxruntime-cuda-13 feed (https://github.com/microsoft/onnxruntime/issues/27944).
   Wheels for Python 3.10 end with 1.23.2 (1.24.4 and newer require Python >= 3.11), so a CUDA 13 build of
   onnxruntime-gpu does not exist on PyPI for Python 3.10.
+- The same metadata: onnxruntime and onnxruntime-gpu 1.27.0 and newer require ``protobuf>=4.25.8``; 1.26.0
+  and older name protobuf without a version. AUTOMATIC1111 v1.10.1 and Forge pin ``protobuf==3.20.0``
+  (their ``requirements_versions.txt``). Asked for ``onnxruntime>=1.17`` under that pin, pip downloaded
+  1.32.0, 1.31.1, 1.31.0, 1.30.0, 1.29.0, 1.28.0, 1.27.0 and 1.26.0 (Python 3.11, pip 23.2) before it found
+  one that fits; so with a protobuf older than 4.25.8 installed the requirement says ``<1.27`` and pip takes
+  the first candidate. (Python 3.10 escapes this by accident: its newest wheels are 1.23.2.)
 - AUTOMATIC1111 1.10 ships torch 2.1.2+cu121 (CUDA 12, cuDNN 8); Forge torch 2.3.1+cu121 (cuDNN 8); torch 2.4
   and newer bring cuDNN 9; owners of new GPUs install torch for CUDA 12.8 (cu128) or 13.0 (cu130).
 
@@ -54,6 +60,8 @@ CPU, GPU = "onnxruntime", "onnxruntime-gpu"
 OTHER_RUNTIMES = ("onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-silicon", "onnxruntime-rocm")
 MIN_RUNTIME = (1, 17)  # WD14 v3 models need opset support added in 1.17
 CUDA13_FIRST = (1, 27)  # onnxruntime-gpu on PyPI: 1.19-1.26 for CUDA 12, 1.27 and newer for CUDA 13 (see above)
+PROTOBUF4_FIRST = (1, 27)  # onnxruntime(-gpu) 1.27 and newer require protobuf>=4.25.8 (see above)
+PROTOBUF_NEEDED = (4, 25, 8)
 CUDA12_CUDNN8_INDEX = "https://aiinfra.pkgs.visualstudio.com/PublicPackages/_packaging/onnxruntime-cuda-12/pypi/simple/"
 CUDA12_CUDNN8_VERSION = "1.18.0"
 # What onnxruntime(-gpu) itself requires; installed from PyPI after a --no-deps install from the feed.
@@ -156,9 +164,12 @@ class RuntimeChoice:
     reason: str
 
 
-def choose_runtime(torch: TorchInfo | None, python: tuple[int, int]) -> RuntimeChoice:
-    """Which ONNX Runtime build fits the torch next to it, under Python ``python``."""
-    cpu = f"{CPU}>={'.'.join(map(str, MIN_RUNTIME))}"
+def choose_runtime(torch: TorchInfo | None, python: tuple[int, int], protobuf: str | None = None) -> RuntimeChoice:
+    """Which ONNX Runtime build fits the torch next to it, under Python ``python`` and the installed ``protobuf``
+    version (None: not installed), which is never changed: a version range that rules out every release the
+    protobuf cannot take lets pip install in one step instead of downloading release after release."""
+    old_protobuf = protobuf is not None and version_tuple(protobuf)[:3] < PROTOBUF_NEEDED
+    cpu = f"{CPU}>={_v(MIN_RUNTIME)}" + (f",<{_v(PROTOBUF4_FIRST)}" if old_protobuf else "")
     if torch is None or not torch.cuda_available:
         return RuntimeChoice(CPU, cpu, None, "torch is not installed" if torch is None else "torch sees no CUDA device")
     if not torch.cuda_major:
@@ -174,6 +185,16 @@ def choose_runtime(torch: TorchInfo | None, python: tuple[int, int]) -> RuntimeC
                 f"{seen}; onnxruntime-gpu's CUDA 13 builds ({GPU} {_v(CUDA13_FIRST)} and newer) need Python 3.11 "
                 f"or newer and this is Python {python[0]}.{python[1]}. For the GPU: run the WebUI on Python 3.11+, "
                 "or use torch for CUDA 12.8 (cu128), which gets onnxruntime-gpu's CUDA 12 build",
+            )
+        if old_protobuf:
+            return RuntimeChoice(
+                CPU,
+                cpu,
+                None,
+                f"{seen}; onnxruntime-gpu's CUDA 13 builds ({GPU} {_v(CUDA13_FIRST)} and newer) require protobuf "
+                f">= {_v(PROTOBUF_NEEDED)}, and protobuf {protobuf} is installed (the WebUI pins it; upgrading it may "
+                "break the WebUI). For the GPU: use torch for CUDA 12.8 (cu128), which gets onnxruntime-gpu's "
+                "CUDA 12 build",
             )
         return RuntimeChoice(GPU, f"{GPU}>={_v(CUDA13_FIRST)}", None, seen)
     if cuda == 12 and cudnn == 9:  # any CUDA 12.x, 12.8 included: a CUDA 12 build runs on every 12.x
@@ -273,7 +294,8 @@ def decide(
             continue  # ONNX Runtime is decided below; an installed package is never changed
         actions.append(Action("install", (req,), "not installed"))
 
-    return [*actions, *_runtime_actions(installed, torch, choose_runtime(torch, python), gpu_build_cuda)]
+    choice = choose_runtime(torch, python, installed.get("protobuf"))
+    return [*actions, *_runtime_actions(installed, torch, choice, gpu_build_cuda)]
 
 
 def _runtime_actions(
@@ -405,7 +427,7 @@ def main() -> int:
     installed = installed_distributions()
     torch = torch_info(Path(sys.prefix) / STATE_FILE)
     python = (sys.version_info.major, sys.version_info.minor)
-    notice = cpu_on_cuda_notice(installed, torch, choose_runtime(torch, python))
+    notice = cpu_on_cuda_notice(installed, torch, choose_runtime(torch, python, installed.get("protobuf")))
     if notice:
         print(notice)  # noqa: T201 - every launch: a GPU left unused must never be silent
     actions = decide(deps, installed, torch, python, gpu_build_cuda() if GPU in installed else None)

@@ -121,6 +121,51 @@ def test_no_notice_when_the_gpu_build_is_chosen_kept_or_there_is_no_gpu(
     assert inst["cpu_on_cuda_notice"](installed, torch, choose_runtime(torch, python)) is None
 
 
+# -- one step under the host's protobuf pin (A1111 v1.10.1 and Forge: protobuf==3.20.0) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("torch", "python", "protobuf", "requirement"),
+    [
+        (None, PY311, "3.20.0", "onnxruntime>=1.17,<1.27"),  # 1.27+ require protobuf>=4.25.8
+        (CPU_TORCH, PY311, "3.20.0", "onnxruntime>=1.17,<1.27"),
+        (CPU_TORCH, PY310, "4.25.7", "onnxruntime>=1.17,<1.27"),
+        (CPU_TORCH, PY311, "4.25.8", "onnxruntime>=1.17"),
+        (CPU_TORCH, PY311, "6.33.0", "onnxruntime>=1.17"),
+        (CPU_TORCH, PY311, None, "onnxruntime>=1.17"),  # pip brings a new enough protobuf
+        (CU128_TORCH, PY311, "3.20.0", "onnxruntime-gpu>=1.19,<1.27"),  # the CUDA 12 builds take any protobuf
+        (CU130_TORCH, PY311, "3.20.0", "onnxruntime>=1.17,<1.27"),  # the CUDA 13 builds cannot: CPU, said
+        (CU130_TORCH, PY311, "5.29.3", "onnxruntime-gpu>=1.27"),
+    ],
+)
+def test_runtime_range_fits_the_installed_protobuf(
+    torch: Any, python: tuple[int, int], protobuf: str | None, requirement: str
+) -> None:
+    assert choose_runtime(torch, python, protobuf).requirement == requirement
+
+
+def test_webui_install_is_one_pip_call_that_cannot_touch_the_pinned_protobuf() -> None:
+    installed = {**BASE, "protobuf": "3.20.0"}
+    actions = decide(DEPS, installed, CPU_TORCH, PY311)
+    assert kinds(actions) == [("install", ("onnxruntime>=1.17,<1.27",))]
+    assert "protobuf==3.20.0" in inst["constraints_for"](installed, {"onnxruntime", "onnxruntime-gpu"}).splitlines()
+
+
+def test_cuda13_under_the_protobuf_pin_says_why_and_what_would_work() -> None:
+    choice = choose_runtime(CU130_TORCH, PY311, "3.20.0")
+    notice = inst["cpu_on_cuda_notice"]({"protobuf": "3.20.0"}, CU130_TORCH, choice)
+    assert "require protobuf >= 4.25.8, and protobuf 3.20.0 is installed" in notice and "cu128" in notice
+
+
+def test_protobuf_fact_agrees_with_the_installed_onnxruntimes_own_metadata() -> None:
+    """The ceiling is read from PyPI's metadata; the onnxruntime installed here must tell the same story."""
+    from importlib import metadata
+
+    version = inst["version_tuple"](metadata.version("onnxruntime"))
+    wanted = [r.replace(" ", "") for r in metadata.requires("onnxruntime") or [] if r.startswith("protobuf")]
+    assert wanted == (["protobuf>=4.25.8"] if version[:2] >= inst["PROTOBUF4_FIRST"] else ["protobuf"])
+
+
 def test_cudnn_version_numbers_are_read_in_both_encodings() -> None:
     assert TorchInfo("2.1.2", True, "12.1", 8902).cudnn_major == 8
     assert TorchInfo("2.4.1", True, "12.4", 90100).cudnn_major == 9
