@@ -423,9 +423,8 @@ def test_both_taggers_work_side_by_side(
     from modules import shared  # the Settings page asks for the model list whenever it is built
 
     assert "test-model" in shared.opts.data_labels["tagger_default_model"].component_args()["choices"]
-    assert where.json() == {"utils": str(theirs / "tagger" / "utils.py")} | {
-        "at_request_time": str(theirs / "tagger" / "utils.py")
-    }
+    their_utils = str(theirs / "tagger" / "utils.py")
+    assert where.json() == {"utils": their_utils, "at_request_time": their_utils}
 
 
 def test_both_keep_working_after_reload_ui(fresh_process, tmp_path: Path) -> None:
