@@ -10,13 +10,32 @@
   and pip runs with every installed package pinned (a constraints file), so nothing the host installed can be
   up- or downgraded as a side effect.
 - ONNX Runtime: ``onnxruntime-gpu`` when torch sees CUDA, in a build whose CUDA and cuDNN major versions
-  match torch's (builds for cuDNN 8 and 9 cannot load each other's libraries), else ``onnxruntime``. Never
-  both: the CPU package hides the GPU one, so when both are found they are replaced, and this says so.
+  match torch's (builds for cuDNN 8 and 9 cannot load each other's libraries; a build for CUDA 12.x runs with
+  any CUDA 12.x), else ``onnxruntime``. Never both: the CPU package hides the GPU one, so when both are found
+  they are replaced, and this says so. Whenever torch sees CUDA and the CPU build is chosen, the console says
+  why on every launch, and what would give the GPU build.
 
-Facts (onnxruntime.ai, CUDA execution provider requirements): onnxruntime-gpu 1.19 and newer on PyPI are
-built for CUDA 12 with cuDNN 9; 1.18.x and older on PyPI for CUDA 11.8 with cuDNN 8; CUDA 12 builds with
-cuDNN 8 (1.17.x, 1.18.0) are only on Microsoft's onnxruntime-cuda-12 package feed. AUTOMATIC1111 1.10 ships
-torch 2.1.2+cu121 (CUDA 12, cuDNN 8); torch 2.4 and newer bring cuDNN 9.
+Facts, with their sources:
+- onnxruntime.ai, CUDA execution provider requirements: onnxruntime-gpu 1.19 and newer on PyPI are built for
+  CUDA 12 with cuDNN 9; 1.18.x and older on PyPI for CUDA 11.8 with cuDNN 8; CUDA 12 builds with cuDNN 8
+  (1.17.x, 1.18.0) are only on Microsoft's onnxruntime-cuda-12 package feed.
+  https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html
+- PyPI's own metadata of every onnxruntime-gpu release (read 2026-12-01 with ``pip install --dry-run --report``):
+  1.21.0 to 1.26.0 name ``nvidia-cuda-runtime-cu12`` / ``nvidia-cudnn-cu12~=9.0`` as their CUDA extras, so
+  CUDA 12 + cuDNN 9; 1.27.0 and newer name CUDA 13 (``nvidia-cuda-runtime~=13.0``, ``nvidia-cudnn-cu13``).
+  The 1.27.0 release candidate says "CUDA 12 packages are deprecated" and ships Python packages for the CPU
+  and CUDA 13 only (https://github.com/microsoft/onnxruntime/issues/29032); before 1.27 the CUDA 13 builds
+  were only on Microsoft's onnxruntime-cuda-13 feed (https://github.com/microsoft/onnxruntime/issues/27944).
+  Wheels for Python 3.10 end with 1.23.2 (1.24.4 and newer require Python >= 3.11), so a CUDA 13 build of
+  onnxruntime-gpu does not exist on PyPI for Python 3.10.
+- The same metadata: onnxruntime and onnxruntime-gpu 1.27.0 and newer require ``protobuf>=4.25.8``; 1.26.0
+  and older name protobuf without a version. AUTOMATIC1111 v1.10.1 and Forge pin ``protobuf==3.20.0``
+  (their ``requirements_versions.txt``). Asked for ``onnxruntime>=1.17`` under that pin, pip downloaded
+  1.32.0, 1.31.1, 1.31.0, 1.30.0, 1.29.0, 1.28.0, 1.27.0 and 1.26.0 (Python 3.11, pip 23.2) before it found
+  one that fits; so with a protobuf older than 4.25.8 installed the requirement says ``<1.27`` and pip takes
+  the first candidate. (Python 3.10 escapes this by accident: its newest wheels are 1.23.2.)
+- AUTOMATIC1111 1.10 ships torch 2.1.2+cu121 (CUDA 12, cuDNN 8); Forge torch 2.3.1+cu121 (cuDNN 8); torch 2.4
+  and newer bring cuDNN 9; owners of new GPUs install torch for CUDA 12.8 (cu128) or 13.0 (cu130).
 
 The decisions are pure functions (``decide``, ``choose_runtime``, ``parse_dependencies``) that the tests
 cover; ``main`` only gathers facts and runs pip.
@@ -40,6 +59,9 @@ ROOT = Path(__file__).resolve().parent
 CPU, GPU = "onnxruntime", "onnxruntime-gpu"
 OTHER_RUNTIMES = ("onnxruntime-directml", "onnxruntime-openvino", "onnxruntime-silicon", "onnxruntime-rocm")
 MIN_RUNTIME = (1, 17)  # WD14 v3 models need opset support added in 1.17
+CUDA13_FIRST = (1, 27)  # onnxruntime-gpu on PyPI: 1.19-1.26 for CUDA 12, 1.27 and newer for CUDA 13 (see above)
+PROTOBUF4_FIRST = (1, 27)  # onnxruntime(-gpu) 1.27 and newer require protobuf>=4.25.8 (see above)
+PROTOBUF_NEEDED = (4, 25, 8)
 CUDA12_CUDNN8_INDEX = "https://aiinfra.pkgs.visualstudio.com/PublicPackages/_packaging/onnxruntime-cuda-12/pypi/simple/"
 CUDA12_CUDNN8_VERSION = "1.18.0"
 # What onnxruntime(-gpu) itself requires; installed from PyPI after a --no-deps install from the feed.
@@ -142,15 +164,41 @@ class RuntimeChoice:
     reason: str
 
 
-def choose_runtime(torch: TorchInfo | None) -> RuntimeChoice:
-    """Which ONNX Runtime build fits the torch next to it."""
-    if torch is None or not torch.cuda_available or not torch.cuda_major:
-        why = "torch is not installed" if torch is None else "torch sees no CUDA device"
-        return RuntimeChoice(CPU, f"{CPU}>={'.'.join(map(str, MIN_RUNTIME))}", None, why)
+def choose_runtime(torch: TorchInfo | None, python: tuple[int, int], protobuf: str | None = None) -> RuntimeChoice:
+    """Which ONNX Runtime build fits the torch next to it, under Python ``python`` and the installed ``protobuf``
+    version (None: not installed), which is never changed: a version range that rules out every release the
+    protobuf cannot take lets pip install in one step instead of downloading release after release."""
+    old_protobuf = protobuf is not None and version_tuple(protobuf)[:3] < PROTOBUF_NEEDED
+    cpu = f"{CPU}>={_v(MIN_RUNTIME)}" + (f",<{_v(PROTOBUF4_FIRST)}" if old_protobuf else "")
+    if torch is None or not torch.cuda_available:
+        return RuntimeChoice(CPU, cpu, None, "torch is not installed" if torch is None else "torch sees no CUDA device")
+    if not torch.cuda_major:
+        return RuntimeChoice(CPU, cpu, None, f"torch {torch.version} sees a GPU but is not a CUDA build (ROCm?)")
     cuda, cudnn = torch.cuda_major, torch.cudnn_major
     seen = f"torch {torch.version} uses CUDA {torch.cuda} with cuDNN {cudnn}"
-    if cuda == 12 and cudnn == 9:
-        return RuntimeChoice(GPU, f"{GPU}>=1.19", None, seen)
+    if cuda == 13 and cudnn == 9:
+        if python < (3, 11):
+            return RuntimeChoice(
+                CPU,
+                cpu,
+                None,
+                f"{seen}; onnxruntime-gpu's CUDA 13 builds ({GPU} {_v(CUDA13_FIRST)} and newer) need Python 3.11 "
+                f"or newer and this is Python {python[0]}.{python[1]}. For the GPU: run the WebUI on Python 3.11+, "
+                "or use torch for CUDA 12.8 (cu128), which gets onnxruntime-gpu's CUDA 12 build",
+            )
+        if old_protobuf:
+            return RuntimeChoice(
+                CPU,
+                cpu,
+                None,
+                f"{seen}; onnxruntime-gpu's CUDA 13 builds ({GPU} {_v(CUDA13_FIRST)} and newer) require protobuf "
+                f">= {_v(PROTOBUF_NEEDED)}, and protobuf {protobuf} is installed (the WebUI pins it; upgrading it may "
+                "break the WebUI). For the GPU: use torch for CUDA 12.8 (cu128), which gets onnxruntime-gpu's "
+                "CUDA 12 build",
+            )
+        return RuntimeChoice(GPU, f"{GPU}>={_v(CUDA13_FIRST)}", None, seen)
+    if cuda == 12 and cudnn == 9:  # any CUDA 12.x, 12.8 included: a CUDA 12 build runs on every 12.x
+        return RuntimeChoice(GPU, f"{GPU}>=1.19,<{_v(CUDA13_FIRST)}", None, seen)
     if cuda == 12 and cudnn == 8:
         return RuntimeChoice(
             GPU,
@@ -163,10 +211,16 @@ def choose_runtime(torch: TorchInfo | None) -> RuntimeChoice:
         return RuntimeChoice(GPU, f"{GPU}>=1.17,<1.19", None, seen)
     return RuntimeChoice(
         CPU,
-        f"{CPU}>={'.'.join(map(str, MIN_RUNTIME))}",
+        cpu,
         None,
-        f"{seen}, and no onnxruntime-gpu build on PyPI matches that; the CPU build is used",
+        f"{seen}, and no onnxruntime-gpu build on PyPI is made for that (known: CUDA 11.8 + cuDNN 8, CUDA 12 + "
+        "cuDNN 8 or 9, CUDA 13 + cuDNN 9). If one exists now, install it yourself: an installed onnxruntime-gpu "
+        "is kept",
     )
+
+
+def _v(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
 
 
 def gpu_build_fits(version: str, build_cuda: str | None, torch: TorchInfo) -> bool:
@@ -175,13 +229,29 @@ def gpu_build_fits(version: str, build_cuda: str | None, torch: TorchInfo) -> bo
     cuda_major = version_tuple(build_cuda)[0] if build_cuda else None
     if cuda_major is not None and cuda_major != torch.cuda_major:
         return False
+    if torch.cuda_major == 13 and torch.cudnn_major == 9:  # feed builds for CUDA 13 exist from 1.24 on
+        return v[:2] >= (1, 24) if cuda_major == 13 else v[:2] >= CUDA13_FIRST
     if torch.cuda_major == 12 and torch.cudnn_major == 9:
-        return v >= (1, 19) or (v[:3] == (1, 18, 1) and cuda_major == 12)
+        if cuda_major == 12:  # PyPI's 1.19-1.26, or a feed build of any version
+            return v[:2] >= (1, 19) or v == (1, 18, 1)
+        return (1, 19) <= v[:2] < CUDA13_FIRST
     if torch.cuda_major == 12 and torch.cudnn_major == 8:
         return v[:2] >= (1, 17) and v[:3] <= (1, 18, 0) and cuda_major == 12
     if torch.cuda_major == 11 and torch.cudnn_major == 8:
         return (1, 17) <= v[:2] < (1, 19)
     return False
+
+
+def cpu_on_cuda_notice(installed: dict[str, str], torch: TorchInfo | None, choice: RuntimeChoice) -> str | None:
+    """The console line for a CUDA machine that gets (or keeps) the CPU build; None otherwise.
+
+    An onnxruntime-gpu installed alone is kept whatever was chosen, so then there is nothing to say here (the
+    tagger itself says so if CUDA does not start)."""
+    if torch is None or not torch.cuda_available or choice.package != CPU:
+        return None
+    if GPU in installed and CPU not in installed:
+        return None
+    return f"Tagger: ONNX Runtime's CPU build ({CPU}) is used although torch sees a GPU: {choice.reason}."
 
 
 @dataclass(frozen=True)
@@ -211,10 +281,12 @@ def decide(
     dependencies: list[str],
     installed: dict[str, str],
     torch: TorchInfo | None,
+    python: tuple[int, int],
     gpu_build_cuda: str | None = None,
 ) -> list[Action]:
     """What to do, given the dependency list, the installed distributions (normalised name -> version), what
-    torch reports, and the CUDA version the installed onnxruntime-gpu was built for (if known)."""
+    torch reports, the Python version, and the CUDA version the installed onnxruntime-gpu was built for (if
+    known)."""
     actions: list[Action] = []
     for req in dependencies:
         name = dist_name(req)
@@ -222,11 +294,13 @@ def decide(
             continue  # ONNX Runtime is decided below; an installed package is never changed
         actions.append(Action("install", (req,), "not installed"))
 
-    return [*actions, *_runtime_actions(installed, torch, gpu_build_cuda)]
+    choice = choose_runtime(torch, python, installed.get("protobuf"))
+    return [*actions, *_runtime_actions(installed, torch, choice, gpu_build_cuda)]
 
 
-def _runtime_actions(installed: dict[str, str], torch: TorchInfo | None, gpu_build_cuda: str | None) -> list[Action]:
-    choice = choose_runtime(torch)
+def _runtime_actions(
+    installed: dict[str, str], torch: TorchInfo | None, choice: RuntimeChoice, gpu_build_cuda: str | None
+) -> list[Action]:
     have = [n for n in (CPU, GPU) if n in installed]
     if not have:
         if any(n in installed for n in OTHER_RUNTIMES):
@@ -352,7 +426,11 @@ def main() -> int:
     deps = parse_dependencies((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     installed = installed_distributions()
     torch = torch_info(Path(sys.prefix) / STATE_FILE)
-    actions = decide(deps, installed, torch, gpu_build_cuda() if GPU in installed else None)
+    python = (sys.version_info.major, sys.version_info.minor)
+    notice = cpu_on_cuda_notice(installed, torch, choose_runtime(torch, python, installed.get("protobuf")))
+    if notice:
+        print(notice)  # noqa: T201 - every launch: a GPU left unused must never be silent
+    actions = decide(deps, installed, torch, python, gpu_build_cuda() if GPU in installed else None)
     if not actions:
         return 0
     replaced = {p for a in actions if a.kind == "uninstall" for p in a.packages} | {CPU, GPU}

@@ -1,4 +1,4 @@
-// Tagger tab: copy the prompt, and paste an image from the clipboard into the Tagger image.
+// Tagger tab: paste an image from the clipboard into the Tagger image.
 // Only elements with ids starting with "tagger_" are touched. Works with gradio 3.41 (AUTOMATIC1111) and 4.x
 // (Forge); the standalone page loads this file itself. In the WebUI, pasting is left to the WebUI's own
 // handler (javascript/dragdrop.js), which already fills the visible image field.
@@ -20,26 +20,6 @@
     function visible(el) {
         return !!el && el.offsetParent !== null;
     }
-
-    // Copies text; falls back to a hidden textarea where the clipboard API is not allowed (plain http on
-    // another host than localhost).
-    window.taggerCopy = async function (text) {
-        text = text || "";
-        try {
-            await navigator.clipboard.writeText(text);
-            return true;
-        } catch (e) {
-            const area = document.createElement("textarea");
-            area.value = text;
-            area.style.position = "fixed";
-            area.style.opacity = "0";
-            document.body.appendChild(area);
-            area.select();
-            const ok = document.execCommand("copy");
-            document.body.removeChild(area);
-            return ok;
-        }
-    };
 
     function putFile(target, file, attempt) {
         const input = target.querySelector('input[type="file"]');

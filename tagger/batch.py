@@ -9,13 +9,12 @@ even decoded).
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tagger.errors import ImageError, TaggerError
+from tagger.files import hash_file, new_hash, write_atomic
 from tagger.images import image_extensions
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, normalize_tag, postprocess
@@ -48,6 +48,7 @@ class BatchConfig:
     existing: str = "skip"  # skip | overwrite | append | prepend
     json_sidecar: bool = False
     batch_size: int | None = None
+    roots: tuple[Path, ...] | None = None  # resolved folders that images and captions must stay in (None: anywhere)
 
 
 @dataclass
@@ -147,10 +148,13 @@ def check_filename_format(fmt: str) -> None:
     for m in _TOKEN.finditer(fmt):
         token, arg = m.groups()
         if token == "hash":
-            if not arg or arg.lower() not in hashlib.algorithms_available:
+            try:
+                new_hash(arg or "")
+            except ValueError:
                 raise BatchConfigError(
-                    f"filename format: [hash:{arg or ''}] needs a hashlib algorithm such as md5, sha1, sha256"
-                )
+                    f"filename format: [hash:{arg or ''}] needs a hash algorithm such as md5, sha1, sha256, "
+                    f"shake_128 (available here: {', '.join(sorted(hashlib.algorithms_available))})"
+                ) from None
         elif token not in ("name", "extension") or arg:
             raise BatchConfigError(
                 f"filename format: unknown token {m.group(0)}; known: [name] [extension] [hash:ALGO]"
@@ -163,14 +167,6 @@ def check_filename_format(fmt: str) -> None:
         raise BatchConfigError(f"filename format {fmt!r} does not end in a file name")
 
 
-def _hash_file(path: Path, algo: str) -> str:
-    h = hashlib.new(algo.lower())
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()  # type: ignore[call-arg]
-
-
 def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
     """Where ``image``'s caption goes; raises BatchConfigError if that would leave the output folder."""
     out_root = Path(config.output_dir) if config.output_dir else None
@@ -179,7 +175,7 @@ def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
 
     def sub(m: re.Match[str]) -> str:
         token, arg = m.groups()
-        value = _hash_file(image, arg) if token == "hash" else values[token]
+        value = hash_file(image, arg) if token == "hash" else values[token]
         if "/" in value or "\\" in value or value in (".", ".."):
             raise BatchConfigError(f"{image}: its name would put the caption outside the output folder")
         return value
@@ -193,30 +189,23 @@ def caption_path(image: Path, root: Path, config: BatchConfig) -> Path:
     return target
 
 
+def within(path: Path, roots: tuple[Path, ...]) -> bool:
+    """True when ``path``, with links and ``..`` resolved, is one of ``roots`` (resolved) or inside one."""
+    resolved = Path(path).resolve()
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def check_roots(config: BatchConfig) -> None:
+    """Refuse inputs or an output folder outside ``config.roots``, naming the folders that are allowed."""
+    if config.roots is None:
+        return
+    allowed = ", ".join(str(r) for r in config.roots) or "none"
+    for path in [*config.inputs, *([config.output_dir] if config.output_dir else [])]:
+        if not within(Path(path), config.roots):
+            raise BatchConfigError(f"{path} is outside the folders batches may use here (allowed: {allowed})")
+
+
 # -- writing ----------------------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8, no BOM) so that ``path`` is either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable
-        with contextlib.suppress(OSError):
-            dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
 
 
 def split_caption(text: str) -> list[str]:
@@ -276,6 +265,7 @@ def run_batch(
             raise BatchConfigError(f"{inp}: no such file or folder")
     if config.output_dir and Path(config.output_dir).exists() and not Path(config.output_dir).is_dir():
         raise BatchConfigError(f"output folder {config.output_dir} is a file")
+    check_roots(config)
 
     # A first pass over names only (no decoding): the total for progress and ETA, and every caption path
     # checked before anything is written. Hash tokens are checked here too: they never hold separators.
@@ -310,8 +300,15 @@ def run_batch(
         log.warning("%s: %s", path, reason)
         report(str(path))
 
-    def jobs() -> Iterator[Job]:
+    def skip(path: Path) -> None:
         nonlocal done
+        done += 1
+        summary.skipped += 1
+        report(str(path))
+
+    claimed: dict[str, Path] = {}  # caption file -> the image it belongs to in this run
+
+    def jobs() -> Iterator[Job]:
         for image, root in iter_images(config.inputs, config.recursive):
             if cancel is not None and cancel.is_set():
                 return
@@ -323,10 +320,19 @@ def run_batch(
             except OSError as e:  # hash token on an unreadable file
                 fail(image, f"cannot be read ({e.strerror or e})")
                 continue
+            if config.roots is not None and not (within(image, config.roots) and within(cap, config.roots)):
+                fail(image, f"refused: a link leads it or its caption {cap} out of the allowed folders")
+                continue
+            first = claimed.setdefault(_caption_key(cap), image)
+            if first is not image:  # the caption is already another image's: never overwrite it silently
+                if _same_file(first, image) or "[hash:" in config.filename_format:
+                    log.info("%s: same file or content as %s; its caption is %s", image, first, cap)
+                    skip(image)
+                else:
+                    fail(image, _collision_reason(image, first, cap, config))
+                continue
             if config.existing == "skip" and cap.exists():
-                done += 1
-                summary.skipped += 1
-                report(str(image))
+                skip(image)
                 continue
             yield Job(image, cap)
 
@@ -355,6 +361,31 @@ def run_batch(
         summary.images_per_s = summary.tagged / summary.elapsed if summary.elapsed > 0 else 0.0
         summary.cancelled = cancel is not None and cancel.is_set()
     return summary
+
+
+def _caption_key(caption: Path) -> str:
+    """What makes two caption paths the same file: resolved, and case-folded where names ignore case."""
+    key = os.path.normcase(str(caption.resolve()))
+    return key.casefold() if sys.platform == "darwin" else key  # macOS volumes ignore case by default
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
+
+
+def _collision_reason(image: Path, first: Path, caption: Path, config: BatchConfig) -> str:
+    """Why ``image`` got no caption (``first`` already has ``caption``), and how to give each its own."""
+    why = f"not tagged: its caption {caption} is already the caption of {first}, which was kept"
+    if "[name]" not in config.filename_format:
+        fix = "put [name] in the filename format (e.g. --filename-format '[name].txt')"
+    elif image.name != first.name:
+        fix = "use the filename format [name].[extension].txt (--filename-format '[name].[extension].txt')"
+    else:
+        fix = "caption each folder into its own output folder, or tag their common parent folder recursively"
+    return f"{why}; to give each image its own, {fix}"
 
 
 def _write_caption(job: Job, result: TagResult, config: BatchConfig) -> None:

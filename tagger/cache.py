@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tagger.errors import TaggerError
+from tagger.files import hash_file
 from tagger.labels import Labels
 from tagger.options import TagOptions
 from tagger.postprocess import CHARACTER_MCUT_FLOOR, mcut_threshold
@@ -34,6 +36,48 @@ APPLICATION_ID = 0x57443134  # "WD14": marks the file as ours; anything else is 
 SCHEMA_VERSION = 1
 DEFAULT_FLOOR = 0.01  # thresholds below this (nobody's) make the model answer instead
 DEFAULT_MAX_BYTES = 2 * 1024**3
+# The size cap is checked when the cache opens, whenever the bytes written since the last measurement could
+# have reached it (each entry counted twice its payload, as half-full B-tree pages hold it), and every
+# RESYNC_PUTS writes in any case (other processes write to the same file). A measurement costs ~10 us, a put
+# ~300 us; measuring on every put would cost 3-7 %.
+RESYNC_PUTS = 256
+FILE_NAME = "probs.sqlite3"  # the file a folder given as the cache holds
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class CacheFileError(TaggerError):
+    """A path given as the probability cache cannot be one; nothing was changed."""
+
+
+def cache_file(path: str | Path) -> Path:
+    """The cache file that a path the user gave names: a folder means the ``probs.sqlite3`` in it.
+
+    Refuses (CacheFileError) a file that is something else: a damaged cache is set aside and rebuilt, and a
+    mistyped ``--cache notes.txt`` must not have the user's file moved aside as a damaged cache.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE_NAME
+    if path.exists():
+        if not path.is_file():
+            raise CacheFileError(f"{path} is not a file; give the cache file, or a folder to hold {FILE_NAME}")
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(72)
+        except OSError as e:
+            raise CacheFileError(f"probability cache {path} cannot be read ({e.strerror or e})") from e
+        ours = head[:16] == _SQLITE_HEADER and int.from_bytes(head[68:72], "big") == APPLICATION_ID
+        if head and not ours:
+            what = "an SQLite database of another program" if head[:16] == _SQLITE_HEADER else "not a database"
+            raise CacheFileError(
+                f"{path} is not a tagger probability cache ({what}); nothing was changed. Give a new file name "
+                f"or a folder (it will hold {FILE_NAME})."
+            )
+        return path
+    folder = next(p for p in path.parents if p.exists() or p == p.parent)
+    if folder.exists() and not folder.is_dir():
+        raise CacheFileError(f"probability cache {path}: {folder} is a file, not a folder")
+    return path
 
 
 def content_hash(data: bytes) -> str:
@@ -42,11 +86,8 @@ def content_hash(data: bytes) -> str:
 
 
 def file_hash(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The cache key of an image file: ``content_hash`` of its bytes, read piece by piece."""
+    return hash_file(path, "blake2b", digest_size=16)
 
 
 @dataclass(frozen=True)
@@ -102,20 +143,26 @@ class ProbCache:
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
         self._writes = 0
+        self._estimate = 0  # bytes in use, as of the last measurement plus what was written since
+        self._warned = False  # "cannot be opened" is said once, not once per image
 
     # -- connection -----------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._open()
-        except sqlite3.OperationalError as e:  # busy, locked, read-only, disk full: not damage
+        except (OSError, sqlite3.OperationalError) as e:  # no folder, busy, locked, read-only: not damage
+            if not self._warned:
+                self._warned = True
+                log.warning("probability cache %s cannot be opened (%s): going on without it", self.path, e)
             raise CacheUnavailable(str(e)) from e
         except sqlite3.DatabaseError as e:  # "file is not a database", "malformed": damage
             self._set_aside(f"unreadable ({e})")
             conn = self._open()
         self._conn = conn
+        self._enforce_cap(conn)  # what earlier runs (or other processes) left over the cap goes now
         return conn
 
     def _open(self) -> sqlite3.Connection:
@@ -210,22 +257,26 @@ class ProbCache:
                     (image, model, len(labels), self.floor, mg, mc, blob, time.time()),
                 )
                 self._writes += 1
-                if self._writes % 256 == 0:
+                self._estimate += 2 * (len(blob) + len(image) + len(model) + 32)
+                if self._estimate > self.max_bytes or self._writes % RESYNC_PUTS == 0:
                     self._enforce_cap(db)
         except CacheUnavailable:
             return
 
     def _enforce_cap(self, db: sqlite3.Connection) -> None:
+        """Measure the bytes in use; over ``max_bytes``, drop the oldest entries down to 80 % of it."""
         size = self.size_bytes(db)
-        if size <= self.max_bytes:
-            return
-        count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
-        drop = max(1, int(count * (1 - 0.8 * self.max_bytes / size)))
-        db.execute(
-            "DELETE FROM entries WHERE (image, model) IN (SELECT image, model FROM entries ORDER BY created LIMIT ?)",
-            (drop,),
-        )
-        log.info("probability cache over %d bytes: dropped the %d oldest entries", self.max_bytes, drop)
+        if size > self.max_bytes:
+            count = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            drop = max(1, int(count * (1 - 0.8 * self.max_bytes / size)))
+            db.execute(
+                "DELETE FROM entries WHERE (image, model) IN"
+                " (SELECT image, model FROM entries ORDER BY created LIMIT ?)",
+                (drop,),
+            )
+            log.info("probability cache over %d bytes: dropped the %d oldest entries", self.max_bytes, drop)
+            size = self.size_bytes(db)
+        self._estimate = size
 
     def size_bytes(self, db: sqlite3.Connection | None = None) -> int:
         def measure(conn: sqlite3.Connection) -> int:

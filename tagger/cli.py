@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -106,7 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to print for images tagged without caption files",
     )
     tag.add_argument("--offline", action="store_true", help="never download; use only files already here")
-    tag.add_argument("--cache", metavar="FILE", help="probability cache (default: $TAGGER_CACHE or per-user)")
+    tag.add_argument(
+        "--cache",
+        metavar="FILE|DIR",
+        help="probability cache file, or a folder for it (default: $TAGGER_CACHE or per-user)",
+    )
     tag.add_argument("--no-cache", action="store_true", help="neither read nor write the probability cache")
     cap = tag.add_argument_group(
         "caption files",
@@ -136,6 +141,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=7861, help="port (default 7861)")
     serve.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    serve.add_argument(
+        "--auth",
+        metavar="USER:PASS[,USER:PASS]",
+        help="ask for a user and password (HTTP basic) on the page, the API and the docs (default: $TAGGER_AUTH)",
+    )
+    serve.add_argument("--auth-file", metavar="FILE", help="user:password entries, one a line or comma-separated")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="listen beyond this machine without --auth (anyone who reaches the port can use the page)",
+    )
+    serve.add_argument(
+        "--batch-root",
+        action="append",
+        metavar="DIR",
+        help="a folder the page's 'Batch from folder' may read and write in (repeatable; default: the current "
+        "folder when listening on 127.0.0.1, none otherwise)",
+    )
     _common(serve)
 
     quant = sub.add_parser(
@@ -158,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cache = sub.add_parser("cache", help="show or clear the probability cache")
     cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
-    cache.add_argument("--cache", metavar="FILE", help="cache file (default: $TAGGER_CACHE or per-user)")
+    cache.add_argument(
+        "--cache", metavar="FILE|DIR", help="cache file, or the folder holding it (default: $TAGGER_CACHE or per-user)"
+    )
     cache.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
 
     models = sub.add_parser("models", help="list models, or download one")
@@ -183,7 +208,7 @@ def _caption_mode(args: argparse.Namespace) -> bool:
 
 
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger.cache import ProbCache
+    from tagger.cache import ProbCache, cache_file
     from tagger.engine import Tagger
 
     def on_load(loaded: Any) -> None:
@@ -192,7 +217,11 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
             _print_err(loaded.device_note)
 
     opts = options_from_args(args)
-    cache = None if args.no_cache else ProbCache(paths.cache_path(args.cache))
+    cache = None
+    if not args.no_cache:
+        path = paths.cache_path(args.cache)
+        named = args.cache or os.environ.get(paths.ENV_CACHE)  # a damaged default cache is set aside and rebuilt
+        cache = ProbCache(cache_file(path) if named else path)
     tagger = Tagger(
         args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty(), cache=cache,
         on_load=on_load,
@@ -293,10 +322,14 @@ class _ProgressReporter:
 
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger.server import serve
+    from tagger.server import load_auth, serve
 
     try:
-        serve(host=args.host, port=args.port, models_dir=args.models_dir, device=args.device)
+        serve(
+            host=args.host, port=args.port, models_dir=args.models_dir, device=args.device,
+            auth=load_auth(args.auth, args.auth_file), insecure_no_auth=args.insecure_no_auth,
+            batch_roots=args.batch_root,
+        )  # fmt: skip
     except ImportError as e:
         _print_err(f"error: the page needs the ui and api extras ({e.name} is missing): pip install -e '.[ui,api]'")
         return EXIT_USAGE
@@ -333,13 +366,24 @@ def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
-    from tagger.cache import ProbCache
+    from tagger.cache import CacheUnavailable, ProbCache, cache_file
 
-    cache = ProbCache(paths.cache_path(args.cache))
-    if args.action == "clear":
-        _emit(out, f"removed {cache.clear()} entries from {cache.path}")
+    path = cache_file(paths.cache_path(args.cache))
+    if not path.exists():
+        what = "nothing to clear" if args.action == "clear" else "nothing cached yet"
+        _emit(out, f"{path}: no probability cache there ({what})")
         return EXIT_OK
-    st = cache.stats()
+    cache = ProbCache(path)
+    try:
+        if args.action == "clear":
+            _emit(out, f"removed {cache.clear()} entries from {cache.path}")
+            return EXIT_OK
+        st = cache.stats()
+    except CacheUnavailable as e:
+        _print_err(f"error: probability cache {path} cannot be used: {e}")
+        return EXIT_FAILED
+    finally:
+        cache.close()
     _emit(out, f"{st['path']}: {st['entries']} entries, {int(st['bytes']) / 1e6:.1f} MB")  # type: ignore[call-overload]
     for m in st["models"]:  # type: ignore[attr-defined]
         _emit(out, f"  {m}")

@@ -2,26 +2,36 @@
 
 It knows nothing of the WebUI, gradio or HTTP. One ``Tagger`` per process is the norm (the WebUI tab, the
 API and the standalone server share one), and it is safe to call from several threads at once.
+
+Every tagging call of every front end (the tab, the API, the CLI, batch captions) goes through
+``iter_probs``: cache lookups first, the model loaded only when an image needs it, decoding overlapped with
+inference, answers remembered in the cache. Downloads and session loads run once per model however many
+callers ask (``wait`` bounds how long a caller waits for one; past it ``ModelBusyError`` says what is still
+going on, and the work goes on).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from tagger import hub, paths
 from tagger.cache import CachedProbs, ProbCache, content_hash, file_hash
-from tagger.errors import ImageError
+from tagger.catalog import by_name
+from tagger.errors import ImageError, ModelUnavailableError, TaggerError
 from tagger.labels import Labels, read_labels
 from tagger.options import TagOptions
 from tagger.pipeline import Precomputed, Prediction, iter_predictions, prepare_source
@@ -29,6 +39,15 @@ from tagger.postprocess import TagResult, postprocess
 from tagger.runtime import Device, LoadedModel, ModelRegistry, create_session
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class ModelBusyError(TaggerError):
+    """The model is still being downloaded or loaded after the caller's ``wait``; the work goes on."""
+
+    def __init__(self, model: str, doing: str, seconds: float) -> None:
+        self.model, self.doing, self.seconds = model, doing, seconds
+        super().__init__(f"Model '{model}' is still {doing} (for {seconds:.0f} s); it goes on: try again in a while.")
 
 
 @dataclass(frozen=True)
@@ -38,18 +57,32 @@ class ImageTags:
     source: Any
     result: TagResult
     model: str
-    provider: str
-    elapsed: float  # seconds for this call (whole batch time / images for batch calls)
-    probs: np.ndarray | None = None
+    provider: str  # "CPU", "CUDA", or "cache" when the probability cache answered
+    elapsed: float  # seconds for this image (whole call time / images for several)
+    probs: np.ndarray
+    labels: Labels
     cached: bool = False  # answered from the probability cache, without the model
-    # The cache entry behind a cached answer (``tag_image``): ``probs`` is exact only at or above its floor;
-    # pass ``hit.mcut`` to postprocess and ask ``hit.serves(options)`` when re-formatting these probabilities.
+    # The cache entry behind a cached answer: ``probs`` is exact only at or above its floor; pass
+    # ``hit.mcut`` to postprocess and ask ``hit.serves(options)`` when re-formatting these probabilities.
     hit: CachedProbs | None = None
+    note: str = ""  # why the GPU is not used although it was wanted or offered, with the fix; else empty
+
+
+@dataclass(frozen=True)
+class _Out:
+    """What ``_stream`` yields per source: the prediction, the tag list, the cache entry that answered (or
+    None), the model that ran (None for answers from the cache) and the model's name."""
+
+    pred: Prediction[Any]
+    labels: Labels
+    hit: CachedProbs | None
+    loaded: LoadedModel | None
+    name: str
 
 
 @dataclass(frozen=True)
 class _Known:
-    """A source paired with its content hash, on its way through the pipeline."""
+    """A source paired with its content hash and cache entry, on its way through the pipeline."""
 
     source: Any
     digest: str | None
@@ -71,17 +104,59 @@ def image_digest(source: Any) -> str | None:
     return None
 
 
-class _LockedModel:
-    """A loaded model whose ``run`` goes through ``Tagger.run`` (the inference lock); all else delegated."""
+class _Once:
+    """Work done once per key however many threads ask for it (a download, a session load).
 
-    def __init__(self, loaded: LoadedModel, tagger: Tagger) -> None:
-        self._loaded, self._tagger = loaded, tagger
+    The first caller starts it: in its own thread when it waits as long as it takes (the CLI, the tab: a
+    progress tracker following tqdm in that thread sees the download), else in a background thread with the
+    caller's context variables. Every caller waits up to its ``wait`` for the result and gets
+    ``ModelBusyError`` after that while the work goes on. A finished job is forgotten, so a failed download
+    is tried again by the next caller.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loaded, name)
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[Future[Any], str, str, float]] = {}
+        self._lock = threading.Lock()
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self._tagger.run(self._loaded, batch)
+    def run(self, key: str, model: str, doing: str, work: Callable[[], T], wait: float | None) -> T:
+        inline = False
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                job = (Future(), model, doing, time.monotonic())
+                self._jobs[key] = job
+                inline = wait is None
+                if not inline:
+                    ctx = contextvars.copy_context()
+                    thread = threading.Thread(
+                        target=ctx.run, args=(self._work, key, job[0], work), name=f"tagger-{key}", daemon=True
+                    )
+                    thread.start()
+        future, _, doing, started = job
+        if inline:  # a caller that waits for as long as it takes does the work itself (its progress bars too)
+            self._work(key, future, work)
+        try:
+            return future.result(timeout=wait)
+        except FutureTimeout:
+            raise ModelBusyError(model, doing, time.monotonic() - started) from None
+
+    def _work(self, key: str, future: Future[Any], work: Callable[[], Any]) -> None:
+        try:
+            result, error = work(), None
+        except BaseException as e:  # handed to every waiting caller
+            result, error = None, e
+        with self._lock:
+            if self._jobs.get(key, (None,))[0] is future:
+                del self._jobs[key]
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def busy(self) -> dict[str, str]:
+        """Model name -> what is being done for it now ("downloaded ...", "loading")."""
+        with self._lock:
+            return {model: doing for _, model, doing, _ in self._jobs.values()}
 
 
 class Tagger:
@@ -95,39 +170,73 @@ class Tagger:
         threads: int | None = None,
         cache: ProbCache | None = None,
         on_load: Callable[[LoadedModel], None] | None = None,
-        inference_lock: contextlib.AbstractContextManager[Any] | None = None,
+        run_lock: contextlib.AbstractContextManager[Any] | None = None,
     ) -> None:
+        """``run_lock`` is held around each model run, never around decoding or downloads: the WebUI passes
+        its queue lock, so that tagging and image generation never use the GPU at once. By default one run
+        at a time: ONNX Runtime already spreads a run over every core, and parallel runs only compete."""
         self.models_dir = paths.models_dir(models_dir)
         self.cache = cache
         self.on_load = on_load  # told of every session created (the CLI prints the provider from it)
-        # Held around each model run only (never decoding or downloads): the WebUI's queue lock, so that
-        # tagging and image generation never use the GPU at once.
-        self.inference_lock = inference_lock
-        self._labels: dict[str, Labels] = {}
+        self.run_lock = run_lock if run_lock is not None else threading.Lock()
         self.device = Device.parse(device)
         self.download = download
         self.progress = progress
         self.threads = threads
+        self._labels: dict[str, Labels] = {}
         self._registry = ModelRegistry()
+        self._once = _Once()
         self._device_lock = threading.Lock()
 
     # -- models ---------------------------------------------------------------------------------------
     def list_models(self) -> list[hub.ModelInfo]:
         return hub.list_models(self.models_dir)
 
-    def resolve(self, model: str) -> hub.ModelFiles:
-        return hub.resolve_model(model, self.models_dir, download=self.download, progress=self.progress)
+    def busy(self) -> dict[str, str]:
+        """Models being downloaded or loaded now, with what is being done."""
+        return self._once.busy()
 
-    def load(self, model: str) -> LoadedModel:
+    def resolve(self, model: str, *, wait: float | None = None) -> hub.ModelFiles:
+        """The files of ``model``; a catalog model not here yet is downloaded (once, however many ask)."""
+        try:
+            return hub.resolve_model(model, self.models_dir, download=False, progress=False)
+        except ModelUnavailableError:
+            if not self.download:
+                raise
+        entry = by_name(model)
+        doing = f"being downloaded from {entry.repo_id} into {self.models_dir / entry.name}" if entry else "resolving"
+
+        def fetch() -> hub.ModelFiles:
+            return hub.resolve_model(model, self.models_dir, download=True, progress=self.progress)
+
+        return self._once.run(f"files:{model}", model, doing, fetch, wait)
+
+    def load(self, model: str, *, wait: float | None = None) -> LoadedModel:
         """The loaded model called ``model`` (catalog name, local folder name or folder path)."""
+        loaded = self._acquire(model, wait)
+        self._registry.release(loaded)
+        return loaded
 
-        def create() -> LoadedModel:
-            loaded = create_session(self.resolve(model), self.device, self.threads)
-            if self.on_load is not None:
-                self.on_load(loaded)
-            return loaded
+    def _acquire(self, model: str, wait: float | None) -> LoadedModel:
+        """The loaded model, held until ``_registry.release``: an unload meanwhile frees it afterwards."""
+        deadline = None if wait is None else time.monotonic() + wait
+        while True:
+            loaded = self._registry.acquire(model)
+            if loaded is not None:
+                return loaded
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            files = self.resolve(model, wait=left)
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._once.run(f"load:{model}", model, "loading", lambda f=files: self._create(model, f), left)
 
-        return self._registry.get(model, create)
+    def _create(self, model: str, files: hub.ModelFiles) -> None:
+        if self._registry.has(model):
+            return
+        loaded = create_session(files, self.device, self.threads)
+        loaded.run_lock = self.run_lock
+        if self.on_load is not None:
+            self.on_load(loaded)
+        self._registry.add(model, loaded)
 
     def set_device(self, device: str) -> None:
         """Change the device; loaded sessions are dropped so the next call reloads on the new one."""
@@ -141,16 +250,17 @@ class Tagger:
         return self._registry.loaded()
 
     def unload(self, model: str) -> bool:
+        """Unload ``model``: its memory goes back as soon as no call is using it (at once when idle)."""
         return self._registry.unload(model)
 
     def unload_all(self) -> int:
         return self._registry.unload_all()
 
     # -- the probability cache -------------------------------------------------------------------------
-    def model_key(self, model: str) -> tuple[hub.ModelFiles, str]:
+    def model_key(self, model: str, *, wait: float | None = None) -> tuple[hub.ModelFiles, str]:
         """The model's files and its cache key: id@revision plus the model file's size and mtime, so a
         re-downloaded or edited model never answers from an older model's cache entries."""
-        files = self.resolve(model)
+        files = self.resolve(model, wait=wait)
         st = files.model_path.stat()
         return files, f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
 
@@ -162,60 +272,57 @@ class Tagger:
             self._labels[key] = read_labels(files.tags_path)
         return self._labels[key]
 
-    def _lookup(self, digest: str | None, mkey: str, opts: TagOptions) -> CachedProbs | None:
-        if self.cache is None or digest is None:
-            return None
-        hit = self.cache.get(digest, mkey)
-        return hit if hit is not None and hit.serves(opts) else None
-
     # -- tagging --------------------------------------------------------------------------------------
-    def predict(self, model: str, image: Any) -> tuple[LoadedModel, np.ndarray]:
-        """Probabilities for one image (path, bytes, file object or PIL image), always from the model."""
-        loaded = self.load(model)
-        tensor = prepare_source(image, loaded.size)[None]
-        return loaded, self.run(loaded, tensor)[0]
+    def _stream(
+        self,
+        model: str,
+        sources: Iterable[Any],
+        options: TagOptions,
+        *,
+        batch_size: int | None,
+        cancel: threading.Event | None,
+        wait: float | None,
+        max_pixels: int | None,
+        decode_slots: threading.Semaphore | None,
+    ) -> Iterator[_Out]:
+        files, mkey = (
+            self.model_key(model, wait=wait) if self.cache is not None else (self.resolve(model, wait=wait), "")
+        )
+        labels = self.labels(files)
 
-    def run(self, loaded: LoadedModel, batch: np.ndarray) -> np.ndarray:
-        """``loaded.run(batch)`` under the inference lock, if one was given."""
-        if self.inference_lock is None:
-            return loaded.run(batch)
-        with self.inference_lock:
-            return loaded.run(batch)
+        def decode(item: _Known, size: int) -> np.ndarray | Precomputed:
+            if item.hit is not None:
+                return Precomputed(item.hit.probs)
+            with decode_slots if decode_slots is not None else contextlib.nullcontext():
+                return prepare_source(item.source, size, max_pixels)
 
-    def cached(
-        self, model: str, image: Any, options: TagOptions, *, digest: str | None = None
-    ) -> tuple[TagResult, hub.ModelFiles, CachedProbs] | None:
-        """The result for ``image`` from the probability cache, or None (no cache, not seen, or not exact)."""
-        if self.cache is None:
-            return None
-        files, mkey = self.model_key(model)
-        hit = self._lookup(digest or image_digest(image), mkey, options)
-        if hit is None:
-            return None
-        return postprocess(hit.probs, self.labels(files), options, mcut=hit.mcut), files, hit
+        def lookups() -> Iterator[_Known]:
+            for src in sources:
+                if cancel is not None and cancel.is_set():
+                    return
+                digest = image_digest(src) if self.cache is not None else None
+                hit = self.cache.get(digest, mkey) if self.cache is not None and digest is not None else None
+                yield _Known(src, digest, hit if hit is not None and hit.serves(options) else None)
 
-    def remember(self, model: str, image: Any, probs: np.ndarray, labels: Labels, *, digest: str | None = None) -> None:
-        """Store the model's answer for ``image`` in the probability cache (if there is one)."""
-        if self.cache is None:
+        stream = lookups()
+        first_miss: _Known | None = None
+        for item in stream:  # answer from the cache until an image needs the model
+            if item.hit is None:
+                first_miss = item
+                break
+            yield _Out(Prediction(item.source, probs=item.hit.probs), labels, item.hit, None, files.name)
+        if first_miss is None:
             return
-        digest = digest or image_digest(image)
-        if digest is not None:
-            self.cache.put(digest, self.model_key(model)[1], probs, labels)
-
-    def tag_image(self, model: str, image: Any, options: TagOptions | None = None) -> ImageTags:
-        """Tag one image. With a cache, an image seen before under this model is answered without it."""
-        start = time.perf_counter()
-        opts = options or TagOptions()
-        digest = image_digest(image) if self.cache is not None else None  # hashed once, used twice
-        hit = self.cached(model, image, opts, digest=digest)
-        if hit is not None:
-            result, files, entry = hit
-            elapsed = time.perf_counter() - start
-            return ImageTags(image, result, files.name, "cache", elapsed, entry.probs, True, entry)
-        loaded, probs = self.predict(model, image)
-        self.remember(model, image, probs, loaded.labels, digest=digest)
-        result = postprocess(probs, loaded.labels, opts)
-        return ImageTags(image, result, loaded.name, loaded.provider_label, time.perf_counter() - start, probs)
+        loaded = self._acquire(model, wait)
+        try:
+            rest = itertools.chain([first_miss], stream)
+            for pred in iter_predictions(loaded, rest, batch_size=batch_size, cancel=cancel, loader=decode):
+                item = pred.source
+                if pred.error is None and item.hit is None and self.cache is not None and item.digest is not None:
+                    self.cache.put(item.digest, mkey, pred.probs, loaded.labels)
+                yield _Out(Prediction(item.source, pred.probs, pred.error), labels, item.hit, loaded, loaded.name)
+        finally:
+            self._registry.release(loaded)
 
     def iter_probs(
         self,
@@ -229,43 +336,14 @@ class Tagger:
         """Probabilities for a stream of sources, in order: ``(prediction, labels, mcut, cached)``.
 
         Cache hits skip the model; the model is loaded only when the first image that needs it comes.
-        ``prediction.source`` is the original source. The engine for batch captioning and the CLI.
+        ``prediction.source`` is the original source. The engine for batch captioning.
         """
         opts = options or TagOptions()
-        files, mkey = self.model_key(model) if self.cache is not None else (self.resolve(model), "")
-        labels = self.labels(files)
-
-        def load(item: _Known, size: int) -> np.ndarray | Precomputed:
-            return Precomputed(item.hit.probs) if item.hit is not None else prepare_source(item.source, size)
-
-        def lookups() -> Iterator[_Known]:
-            for src in sources:
-                if cancel is not None and cancel.is_set():
-                    return
-                digest = image_digest(src) if self.cache is not None else None
-                yield _Known(src, digest, self._lookup(digest, mkey, opts))
-
-        def mcut_of(item: _Known) -> tuple[float, float] | None:
-            return item.hit.mcut if item.hit is not None else None
-
-        stream = lookups()
-        first_miss: _Known | None = None
-        for item in stream:  # answer from the cache until an image needs the model
-            if item.hit is None:
-                first_miss = item
-                break
-            yield Prediction(item.source, probs=item.hit.probs), labels, mcut_of(item), True
-        if first_miss is None:
-            return
-        loaded = self.load(model)
-        rest = itertools.chain([first_miss], stream)
-        runner = loaded if self.inference_lock is None else _LockedModel(loaded, self)
-        for pred in iter_predictions(runner, rest, batch_size=batch_size, cancel=cancel, loader=load):
-            item = pred.source
-            cached = item.hit is not None
-            if pred.error is None and not cached and self.cache is not None and item.digest is not None:
-                self.cache.put(item.digest, mkey, pred.probs, loaded.labels)
-            yield Prediction(item.source, pred.probs, pred.error), labels, mcut_of(item), cached
+        stream = self._stream(
+            model, sources, opts, batch_size=batch_size, cancel=cancel, wait=None, max_pixels=None, decode_slots=None
+        )
+        for out in stream:
+            yield out.pred, out.labels, out.hit.mcut if out.hit is not None else None, out.hit is not None
 
     def tag_many(
         self,
@@ -275,21 +353,57 @@ class Tagger:
         *,
         batch_size: int | None = None,
         cancel: threading.Event | None = None,
+        wait: float | None = None,
+        max_pixels: int | None = None,
+        decode_slots: threading.Semaphore | None = None,
     ) -> Iterator[ImageTags | ImageError]:
-        """Tag a stream of images in order; a failed image yields its ImageError and the stream goes on."""
+        """Tag a stream of images in order; a failed image yields its ImageError and the stream goes on.
+
+        ``wait``: seconds to wait for a download or load before ``ModelBusyError`` (None: as long as it
+        takes). ``max_pixels`` refuses larger images from their header; ``decode_slots`` bounds how many
+        images are decoded at once across callers sharing it.
+        """
         opts = options or TagOptions()
         last = time.perf_counter()
-        name = provider = ""
-        for pred, labels, mcut, cached in self.iter_probs(model, sources, opts, batch_size=batch_size, cancel=cancel):
+        stream = self._stream(
+            model,
+            sources,
+            opts,
+            batch_size=batch_size,
+            cancel=cancel,
+            wait=wait,
+            max_pixels=max_pixels,
+            decode_slots=decode_slots,
+        )
+        for out in stream:
             now = time.perf_counter()
+            pred, hit, loaded = out.pred, out.hit, out.loaded
             if pred.error is not None:
                 yield pred.error
             else:
-                if not cached and not provider:
-                    loaded = self.load(model)
-                    name, provider = loaded.name, loaded.provider_label
-                result = postprocess(pred.probs, labels, opts, mcut=mcut)
+                assert pred.probs is not None
+                result = postprocess(pred.probs, out.labels, opts, mcut=hit.mcut if hit is not None else None)
+                provider, note = ("cache", "") if loaded is None else (loaded.provider_label, loaded.device_note)
                 yield ImageTags(
-                    pred.source, result, name or model, "cache" if cached else provider, now - last, pred.probs, cached
+                    pred.source,
+                    result,
+                    out.name,
+                    provider,
+                    now - last,
+                    pred.probs,
+                    out.labels,
+                    hit is not None,
+                    hit,
+                    note,
                 )
             last = now
+
+    def tag_image(
+        self, model: str, image: Any, options: TagOptions | None = None, *, wait: float | None = None
+    ) -> ImageTags:
+        """Tag one image (``tag_many`` for one); raises the ImageError of an image that cannot be read."""
+        start = time.perf_counter()
+        (item,) = list(self.tag_many(model, [image], options, wait=wait))
+        if isinstance(item, ImageError):
+            raise item
+        return replace(item, elapsed=time.perf_counter() - start)

@@ -1,16 +1,15 @@
 """What the Tagger page needs from whoever hosts it, and the standalone implementation.
 
 The page (``tagger.ui``) never imports the WebUI: it asks a ``Host`` for its defaults, where presets live,
-how to send a prompt to other tabs, and how to run GPU work so that it does not collide with anything else
-the host is doing. ``tagger.webui.WebUIHost`` implements this for AUTOMATIC1111 and Forge; ``StandaloneHost``
+how to send a prompt to other tabs, and how to mark a job the host shows as running. Model runs hold the
+engine's ``run_lock`` (the WebUI's queue lock there), so tagging never collides with image generation. ``tagger.webui.WebUIHost`` implements this for AUTOMATIC1111 and Forge; ``StandaloneHost``
 below is what ``python -m tagger serve`` uses.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ class Host:
         raise NotImplementedError
 
     def send_targets(self) -> tuple[str, ...]:
-        """Tabs a prompt can be sent to (``("txt2img", "img2img")`` in the WebUI); empty means copy only."""
+        """Tabs a prompt can be sent to (``("txt2img", "img2img")`` in the WebUI); empty: no send-to row."""
         return ()
 
     def send_text(self, prompt: str) -> str:
@@ -61,21 +60,23 @@ class Host:
         return []
 
     @contextlib.contextmanager
-    def gpu_section(self, job: str) -> Iterator[None]:
-        """Hold whatever keeps GPU work from colliding with the host's own (image generation)."""
+    def job(self, name: str) -> Iterator[None]:
+        """Mark a tagging job as running where the host shows its jobs (the WebUI's progress and Interrupt)."""
         yield
 
     def interrupted(self) -> bool:
         """True when the host's own Interrupt button was pressed during our job."""
         return False
 
+    def batch_roots(self) -> tuple[Path, ...] | None:
+        """The folders "Batch from folder" may read and write in (resolved); None: anywhere. The WebUI's
+        user is this machine's user, so its tab may batch anywhere; the standalone server says where."""
+        return None
+
 
 class StandaloneHost(Host):
-    """The host of ``python -m tagger serve``: no other tabs, presets in the per-user data folder.
-
-    ``gpu_lock`` serialises model runs of the page with those of the HTTP API when both are given the same
-    lock; the engine itself is thread-safe, the lock only keeps two large batches from competing for memory.
-    """
+    """The host of ``python -m tagger serve``: no other tabs, presets in the per-user data folder, batches in
+    ``batch_roots`` only (None: anywhere; ``serve`` always gives them)."""
 
     name = "standalone"
 
@@ -83,11 +84,12 @@ class StandaloneHost(Host):
         self,
         defaults: HostDefaults | None = None,
         presets_dir: str | Path | None = None,
-        gpu_lock: threading.Lock | None = None,
+        *,
+        batch_roots: Sequence[str | Path] | None = None,
     ) -> None:
         self._defaults = defaults or HostDefaults()
         self._presets_dir = Path(presets_dir) if presets_dir else None
-        self._lock = gpu_lock
+        self._batch_roots = None if batch_roots is None else tuple(Path(r).expanduser().resolve() for r in batch_roots)
 
     def defaults(self) -> HostDefaults:
         return self._defaults
@@ -95,10 +97,5 @@ class StandaloneHost(Host):
     def presets_dir(self) -> Path:
         return self._presets_dir or paths.user_data_dir() / "presets"
 
-    @contextlib.contextmanager
-    def gpu_section(self, job: str) -> Iterator[None]:
-        if self._lock is None:
-            yield
-            return
-        with self._lock:
-            yield
+    def batch_roots(self) -> tuple[Path, ...] | None:
+        return self._batch_roots

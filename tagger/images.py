@@ -284,7 +284,7 @@ def _too_large(pixels: int, limit: int, width: int, height: int, *, bomb: bool) 
             "or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
         )
     else:
-        advice = "shrink the image or raise the max_pixels setting"
+        advice = "shrink the image below the limit and send it again"
     size = f"{width}x{height}, " if width and height else ""
     return f"image is too large ({size}{pixels} pixels, limit {limit}): {advice}"
 

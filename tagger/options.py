@@ -7,7 +7,7 @@ these fields and the UI its controls, so a new option appears everywhere at once
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 from tagger.errors import OptionsError
@@ -111,7 +111,3 @@ def options_to_dict(opts: TagOptions) -> dict[str, Any]:
     for key in ("additional_tags", "exclude_tags"):
         d[key] = list(d[key])
     return d
-
-
-def option_defaults() -> dict[str, Any]:
-    return {name: f.default for name, f in OPTION_FIELDS.items() if f.default is not MISSING}

@@ -7,16 +7,14 @@ that this version does not know (a preset saved by a newer version) are dropped 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tagger.errors import OptionsError, TaggerError
+from tagger.files import write_atomic
 from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping, options_to_dict
 from tagger.paths import name_problem
 
@@ -68,16 +66,7 @@ class PresetStore:
         record: dict[str, Any] = {"version": FORMAT_VERSION, "model": model, "options": options_to_dict(options)}
         text = json.dumps(record, ensure_ascii=False, indent=2) + "\n"
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(text)
-                Path(tmp).replace(target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    Path(tmp).unlink()
-                raise
+            write_atomic(target, text)
         except OSError as e:
             raise PresetError(f"Preset {name!r} could not be saved to {target}: {e.strerror or e}") from e
         return target

@@ -1,13 +1,17 @@
 """ONNX Runtime sessions: one per loaded model, shared by all callers, and honest about the device.
 
 After a session is created we read back which execution provider is really active. When CUDA was asked
-for and is not active, ``LoadedModel.device_note`` says why in words a user can act on; every front end
-shows it (CLI stderr, UI status line, API ``provider_note``).
+for (``cuda``, or ``auto`` with a CUDA provider offered or onnxruntime-gpu installed) and is not active,
+``LoadedModel.device_note`` says why in words a user can act on; every front end shows it (CLI stderr, UI
+status line, API ``provider_note``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gc
+import io
 import logging
 import os
 import re
@@ -19,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tagger.errors import ModelFormatError, OptionsError
+from tagger.errors import ModelFormatError, OptionsError, TaggerError
 from tagger.hub import ModelFiles
 from tagger.labels import Labels, read_labels
 
@@ -138,22 +142,48 @@ def cuda_diagnosis(available: list[str], installed: list[str], active: list[str]
             have = installed[0] if installed else "onnxruntime"
             return (
                 f"CUDA is not used: {have} is the CPU-only build. Fix: pip uninstall -y onnxruntime, then "
-                "pip install onnxruntime-gpu (a version matching your CUDA and cuDNN: onnxruntime-gpu 1.19 "
-                "and newer need CUDA 12 with cuDNN 9)."
+                f"pip install onnxruntime-gpu in a version matching your CUDA and cuDNN ({_GPU_BUILDS})."
             )
         return (
             "CUDA is not used: onnxruntime-gpu is installed but reports no CUDA provider. Check that an "
             "NVIDIA driver is present (nvidia-smi) and reinstall onnxruntime-gpu."
         )
-    version = next((i.split()[1] for i in installed if i.startswith("onnxruntime-gpu")), "?")
+    gpu = next((i for i in installed if i.startswith("onnxruntime-gpu ")), installed[0] if installed else "onnxruntime")
     return (
-        f"CUDA is not used: onnxruntime-gpu {version} could not load the CUDA or cuDNN libraries it was "
-        "built for (wrong major version or missing). onnxruntime-gpu 1.19 and newer need CUDA 12 and "
-        "cuDNN 9; 1.18 and older CUDA 12 builds need cuDNN 8 (as torch 2.1-2.3 ships). Install the "
-        "onnxruntime-gpu version that matches the CUDA/cuDNN your torch brings, or the matching "
-        "nvidia-cudnn-cu12 / nvidia-cuda-runtime-cu12 packages. The console log of onnxruntime names the "
-        "library that failed."
+        f"CUDA is not used: {gpu} offers CUDA but could not start it: no NVIDIA driver, or the CUDA or cuDNN "
+        "libraries it was built for are missing or of another major version. (Without an NVIDIA GPU, choose the "
+        f"device cpu and this note goes away.) {_GPU_BUILDS}. Install the onnxruntime-gpu version that matches "
+        "the CUDA/cuDNN your torch brings (torch.version.cuda), or the matching nvidia-cudnn / nvidia-cuda-runtime "
+        "packages. The console log of onnxruntime names the library that failed."
     )
+
+
+# Which onnxruntime-gpu build needs which CUDA and cuDNN (PyPI's builds; sources in install.py).
+_GPU_BUILDS = (
+    "onnxruntime-gpu 1.27 and newer need CUDA 13 with cuDNN 9, 1.19 to 1.26 CUDA 12 with cuDNN 9; the CUDA 12 "
+    "builds of 1.17-1.18.0 need cuDNN 8 (as torch 2.1-2.3 ships)"
+)
+
+
+@functools.cache
+def _preload_cuda_libraries() -> str:
+    """Have onnxruntime load the CUDA and cuDNN libraries of pip's nvidia-* packages (torch's CUDA wheels bring
+    them), so that CUDA starts without a system-wide CUDA; once per process. onnxruntime 1.21 and newer
+    (``preload_dlls``; https://onnxruntime.ai/docs/execution-providers/CUDA-ExecutionProvider.html, section
+    "Preload DLLs"); a library torch already loaded is reused. Returns what it printed (the libraries it could
+    not load), for the device note."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return ""
+    printed = io.StringIO()
+    try:  # it prints its findings: keep them off stdout, where the CLI writes its results
+        with contextlib.redirect_stdout(printed):
+            preload()
+    except Exception as e:  # only a help: CUDA can still start from the system's libraries
+        return f"onnxruntime.preload_dlls() failed: {e}"
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", printed.getvalue()).split())  # without its colour codes
 
 
 @dataclass
@@ -169,7 +199,9 @@ class LoadedModel:
     provider: str  # the execution provider really active ("CUDAExecutionProvider" / "CPUExecutionProvider")
     device_note: str = ""  # why CUDA was wanted and is not used, with the fix; empty otherwise
     threads: int = 1
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    run_lock: Any = field(default_factory=threading.Lock, repr=False)  # held around each run (the engine's)
+    holders: int = field(default=0, repr=False)  # calls using the model now (see ModelRegistry)
+    retired: bool = field(default=False, repr=False)  # unloaded: closed when the last holder lets go
 
     @property
     def name(self) -> str:
@@ -184,7 +216,13 @@ class LoadedModel:
         if batch.ndim == 3:
             batch = batch[None]
         step = self.fixed_batch or len(batch)
-        outs = [self.session.run(None, {self.input_name: batch[i : i + step]})[0] for i in range(0, len(batch), step)]
+        outs = []
+        with self.run_lock:
+            session = self.session
+            if session is None:
+                raise TaggerError(f"{self.name} was unloaded: load it again")
+            for i in range(0, len(batch), step):
+                outs.append(session.run(None, {self.input_name: batch[i : i + step]})[0])
         return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
 
@@ -212,7 +250,9 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
     available = list(ort.get_available_providers())
     wants_cuda = device.wants_cuda or (device.kind == "auto" and CUDA in available)
     providers: list[Any] = [CPU]
+    preloaded = ""
     if wants_cuda and CUDA in available:
+        preloaded = _preload_cuda_libraries()
         providers = [(CUDA, {"device_id": device.index}), CPU]
     try:
         session = ort.InferenceSession(str(files.model_path), _session_options(threads), providers=providers)
@@ -221,9 +261,15 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
 
     active = list(session.get_providers())
     note = ""
-    if device.wants_cuda and (not active or active[0] != CUDA):
-        note = cuda_diagnosis(available, installed_runtimes(), active)
-        log.warning("%s", note)
+    if device.kind != "cpu" and (not active or active[0] != CUDA):
+        # ``auto`` is quiet only when nothing CUDA is there at all (the CPU build alone): a CUDA provider that
+        # is offered and did not start, or an installed onnxruntime-gpu that offers none, is a GPU failing.
+        installed = installed_runtimes()
+        if wants_cuda or any(i.startswith("onnxruntime-gpu ") for i in installed):
+            note = cuda_diagnosis(available, installed, active)
+            if preloaded:
+                note += f" Loading the CUDA libraries said: {preloaded[:400]}"
+            log.warning("%s", note)
 
     inputs, outputs = session.get_inputs(), session.get_outputs()
     shape = list(inputs[0].shape) if inputs else []
@@ -267,31 +313,43 @@ def _explain_load_error(files: ModelFiles, err: Exception, ort_version: str) -> 
 
 
 class ModelRegistry:
-    """Loaded sessions by model name. Thread-safe; loading one model never blocks calls on another.
+    """Loaded sessions by model name. Thread-safe.
 
-    ``unload`` drops the registry's reference: a call already running keeps its own reference to the
-    session and finishes; the session is freed (GPU memory returned) when the last user lets go.
+    Callers hold a model while they use it (``acquire``/``release``). ``unload`` takes it out of the
+    registry at once and closes its session when the last holder lets go (at once when nobody holds it):
+    the session is dropped explicitly, so its memory goes back even if something still references the
+    ``LoadedModel`` object, and it never goes back while a run still needs it.
     """
 
     def __init__(self) -> None:
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
-        self._loading: dict[str, threading.Lock] = {}
 
-    def get(self, key: str, factory: Any) -> LoadedModel:
+    def acquire(self, key: str) -> LoadedModel | None:
+        """The model under ``key``, held by the caller (``release`` it), or None when it is not loaded."""
         with self._lock:
             model = self._models.get(key)
             if model is not None:
-                return model
-            load_lock = self._loading.setdefault(key, threading.Lock())
-        with load_lock:  # one load per model even under concurrent first calls
-            with self._lock:
-                model = self._models.get(key)
-            if model is None:
-                model = factory()
-                with self._lock:
-                    self._models[key] = model
+                model.holders += 1
             return model
+
+    def release(self, model: LoadedModel) -> None:
+        with self._lock:
+            model.holders -= 1
+            close = model.retired and model.holders == 0
+        if close:
+            _close(model)
+
+    def has(self, key: str) -> bool:
+        with self._lock:
+            return key in self._models
+
+    def add(self, key: str, model: LoadedModel) -> None:
+        with self._lock:
+            old = self._models.get(key)
+            self._models[key] = model
+        if old is not None and old is not model:
+            self._retire([old])
 
     def loaded(self) -> list[LoadedModel]:
         with self._lock:
@@ -302,15 +360,30 @@ class ModelRegistry:
             model = self._models.pop(key, None)
         if model is None:
             return False
-        del model
-        gc.collect()
-        release_free_memory()
+        self._retire([model])
         return True
 
     def unload_all(self) -> int:
         with self._lock:
-            n = len(self._models)
+            models = list(self._models.values())
             self._models.clear()
-        gc.collect()
-        release_free_memory()
-        return n
+        self._retire(models)
+        return len(models)
+
+    def _retire(self, models: list[LoadedModel]) -> None:
+        idle = []
+        with self._lock:
+            for model in models:
+                model.retired = True
+                if model.holders == 0:
+                    idle.append(model)
+        if idle:
+            _close(*idle)
+
+
+def _close(*models: LoadedModel) -> None:
+    """Drop the sessions and hand their memory back to the operating system."""
+    for model in models:
+        model.session = None
+    gc.collect()
+    release_free_memory()

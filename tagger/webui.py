@@ -131,7 +131,14 @@ def settings_list(model_choices: Callable[[], list[str]]) -> list[Setting]:
             {"minimum": c.metadata["ge"], "maximum": c.metadata["le"], "step": 0.01},
         ),
         Setting("tagger_device", "auto", "Device for the tagger models", "radio", {"choices": ["auto", "cpu", "cuda"]}),
-        Setting("tagger_unload_after", False, "Unload the model after each interrogation (frees memory)", "checkbox"),
+        Setting(
+            "tagger_unload_after",
+            False,
+            "Unload the model after each interrogation, in the tab and the API (frees memory; the API follows a "
+            "change at once, the tab's checkbox starts from it after Reload UI)",
+            "checkbox",
+            reload_ui=True,
+        ),
         Setting(
             "tagger_models_dir",
             "",
@@ -238,20 +245,19 @@ class WebUIHost(Host):
         return buttons
 
     def queue_lock(self) -> Any:
+        """The lock image generation holds: the engine holds it around each model run."""
         return getattr(self.m.call_queue, "queue_lock", None) if self.m.call_queue else None
 
     @contextlib.contextmanager
-    def gpu_section(self, job: str) -> Iterator[None]:
-        lock = self.queue_lock()
+    def job(self, name: str) -> Iterator[None]:
         state = getattr(self.m.shared, "state", None)
-        with lock if lock is not None else contextlib.nullcontext():
-            if state is not None and hasattr(state, "begin"):
-                state.begin(job=job)
-            try:
-                yield
-            finally:
-                if state is not None and hasattr(state, "end"):
-                    state.end()
+        if state is not None and hasattr(state, "begin"):
+            state.begin(job=name)
+        try:
+            yield
+        finally:
+            if state is not None and hasattr(state, "end"):
+                state.end()
 
     def interrupted(self) -> bool:
         return bool(getattr(getattr(self.m.shared, "state", None), "interrupted", False))
@@ -274,7 +280,7 @@ class TaggerExtension:
             # image with other thresholds is instant, in the tab and over the API.
             models_dir = self.host.models_dir()
             cache = ProbCache(models_dir / "probs-cache.sqlite3")
-            self._tagger = Tagger(models_dir, self.host.device(), cache=cache)
+            self._tagger = Tagger(models_dir, self.host.device(), cache=cache, run_lock=self.host.queue_lock())
         return self._tagger
 
     def register(self) -> None:
@@ -324,4 +330,4 @@ class TaggerExtension:
         except ValueError as e:  # never serve the API without the protection the user asked for
             log.error("Tagger: the HTTP API is not mounted: %s", e)
             return
-        mount_api(app, self.tagger(), queue_lock=self.host.queue_lock(), auth=auth)
+        mount_api(app, self.tagger(), auth=auth, unload_after=lambda: self.host.defaults().unload_after)

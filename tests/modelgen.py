@@ -62,7 +62,9 @@ def write_csv(path: Path, rows: tuple[Row, ...] = ROWS) -> None:
 
 
 def build_model(path: Path, *, size: int = 32, fixed_batch: bool = False, rows: tuple[Row, ...] = ROWS,
-                opset: int = 17, ir_version: int = 8) -> None:  # fmt: skip
+                opset: int = 17, ir_version: int = 8, heavy_mb: int = 0) -> None:  # fmt: skip
+    """``heavy_mb`` adds that many MB of weights the probabilities do not depend on (to the 6th decimal): a
+    model as large as a real one, for memory tests."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -77,9 +79,21 @@ def build_model(path: Path, *, size: int = 32, fixed_batch: bool = False, rows: 
         helper.make_node("Add", ["logits0", "B"], ["logits"]),
         helper.make_node("Sigmoid", ["logits"], ["predictions_sigmoid"]),
     ]
-    graph = helper.make_graph(
-        nodes, "wd14_test", [inp], [out], initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
-    )
+    initializer = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    if heavy_mb:  # mean -> [N, K] -> [N, 3] with tiny weights, added to the mean
+        k = heavy_mb * 1024 * 1024 // (2 * 3 * 4)
+        rng = np.random.default_rng(0)
+        h1 = rng.standard_normal((3, k), dtype=np.float32)
+        h2 = rng.standard_normal((k, 3), dtype=np.float32) * np.float32(1e-12)
+        initializer += [numpy_helper.from_array(h1, "H1"), numpy_helper.from_array(h2, "H2")]
+        nodes[1:1] = [
+            helper.make_node("MatMul", ["mean", "H1"], ["wide"]),
+            helper.make_node("MatMul", ["wide", "H2"], ["narrow"]),
+            helper.make_node("Add", ["mean0", "narrow"], ["mean"]),
+        ]
+        nodes[0] = helper.make_node("ReduceMean", ["input_1"], ["mean0"], axes=[1, 2], keepdims=0)
+        nodes[1] = helper.make_node("MatMul", ["mean0", "H1"], ["wide"])
+    graph = helper.make_graph(nodes, "wd14_test", [inp], [out], initializer=initializer)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tagger-tests")
     model.ir_version = ir_version
     onnx.checker.check_model(model)

@@ -75,7 +75,7 @@ class LiveServer:
 
 
 class CountingLock:
-    """A stand-in for the host's queue_lock that counts how often the API took it."""
+    """A stand-in for the host's queue_lock (the engine's run_lock) that counts how often a model run took it."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -178,18 +178,18 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def engine(model_root: Path) -> Tagger:
-    return Tagger(model_root, "cpu", download=False, progress=False, threads=1)
-
-
-@pytest.fixture(scope="module")
 def queue_lock() -> CountingLock:
     return CountingLock()
 
 
 @pytest.fixture(scope="module")
-def server(engine: Tagger, queue_lock: CountingLock) -> Iterator[LiveServer]:
-    with LiveServer(create_app(engine, queue_lock=queue_lock)) as live:
+def engine(model_root: Path, queue_lock: CountingLock) -> Tagger:
+    return Tagger(model_root, "cpu", download=False, progress=False, threads=1, run_lock=queue_lock)
+
+
+@pytest.fixture(scope="module")
+def server(engine: Tagger) -> Iterator[LiveServer]:
+    with LiveServer(create_app(engine)) as live:
         yield live
 
 
@@ -832,6 +832,52 @@ def test_download_through_the_api_with_timeout(tmp_path: Path, monkeypatch: pyte
         assert hub.count("GET", "model.onnx") == 1  # waiting requests did not start downloads of their own
         status = {m["name"]: m for m in c.get("/models").json()["models"]}[model.name]
         assert status["downloaded"] is True and status["loaded"] is True and status["loading"] is False
+
+
+def test_download_with_the_cache_on_is_single_flight_and_never_blocks_past_the_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the probability cache on (as in serve and the WebUI) the cache key needs the model's files: the
+    download must still run once, in the background, and every request answer 503 after the wait."""
+    from tagger.cache import ProbCache
+    from tests.hubstub import HubStub
+
+    files = make_model_dir(tmp_path / "src")
+    model = by_name("wd-vit-tagger-v3")
+    assert model is not None
+    cache = ProbCache(tmp_path / "cache.sqlite3")
+    online = Tagger(tmp_path / "models", "cpu", download=True, progress=False, cache=cache)
+    app = create_app(online, limits=ApiLimits(download_timeout_s=0.3))
+    with HubStub() as hub, LiveServer(app) as live:
+        repo_files = {name: (files / name).read_bytes() for name in ("model.onnx", "selected_tags.csv")}
+        hub.add_repo(model.repo_id, repo_files, revision=model.revision)
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        hub.head_delay = 3.0  # far longer than the requests wait
+        request = {"image": png_b64(RED), "model": model.name}
+        answers: list[httpx.Response] = []
+
+        def ask() -> None:
+            with live.client() as c:
+                answers.append(c.post("/interrogate", json=request))
+
+        clients = [threading.Thread(target=ask) for _ in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(60)
+        assert hub.count("GET", "model.onnx") == 0, "a request waited for the whole download"
+        for resp in answers:
+            err = assert_error(resp, 503, "model")
+            assert "still being downloaded" in err["error"] and resp.headers["retry-after"] == "10"
+        with live.client() as c:
+            status = {m["name"]: m for m in c.get("/models").json()["models"]}[model.name]
+            assert status["loading"] is True and status["downloaded"] is False
+            deadline = time.monotonic() + 30
+            while (resp := c.post("/interrogate", json=request)).status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        assert resp.status_code == 200, resp.text
+        assert "red_theme" in resp.json()["general"]
+        assert hub.count("GET", "model.onnx") == 1  # five requests, one download
 
 
 # -- load: many clients while another keeps unloading --------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -90,6 +90,15 @@ def test_filename_format_tokens(tagger, tmp_path):
     assert (tmp_path / "a.png.txt").exists()
     run(tagger, [tmp_path], filename_format="[hash:md5].txt")
     assert (tmp_path / f"{hashlib.md5(p.read_bytes()).hexdigest()}.txt").exists()
+
+
+@pytest.mark.parametrize(("algo", "hex_digits"), [("shake_128", 32), ("SHAKE_256", 64)])
+def test_shake_hash_names_have_a_documented_length(tagger, tmp_path, algo, hex_digits):
+    p = img(tmp_path / "a.png")
+    s = run(tagger, [tmp_path], filename_format=f"[hash:{algo}].txt")
+    assert (s.tagged, s.failed) == (1, 0)
+    digest = hashlib.new(algo.lower(), p.read_bytes()).hexdigest(hex_digits // 2)
+    assert [c.name for c in tmp_path.glob("*.txt")] == [f"{digest}.txt"] and len(digest) == hex_digits
 
 
 @pytest.mark.parametrize(
@@ -215,34 +224,104 @@ def test_cli_summary_and_exit_status(model_root, tmp_path):
     assert r.returncode == 0 and "tagged 1" in r.stderr
 
 
-def _slow_dataset(root: Path, n: int) -> None:
-    for i in range(n):
-        img(root / f"img{i:04}.png", (i % 256, 40, 200), size=(700, 500))
+def test_same_stem_images_never_share_a_caption_silently(tagger, tmp_path):
+    img(tmp_path / "pic.png", RED)
+    img(tmp_path / "pic.jpg", GREEN, fmt="JPEG")
+    img(tmp_path / "other.png", BLUE)
+    s = run(tagger, [tmp_path], batch_size=16)  # both images are in one model run before anything is written
+    assert (s.tagged, s.skipped, s.failed) == (2, 0, 1)
+    # the first in the walk's sorted order keeps the caption; the second is reported with the way out
+    expected = tagger.tag_image("test-model", tmp_path / "pic.jpg").result.prompt
+    assert (tmp_path / "pic.txt").read_text(encoding="utf-8") == expected
+    [(path, reason)] = s.failures
+    assert path == str(tmp_path / "pic.png") and "pic.jpg" in reason and "[name].[extension].txt" in reason
+    again = run(tagger, [tmp_path])  # a rerun still says so: the collision is not taken for a finished caption
+    assert (again.tagged, again.skipped, again.failed) == (0, 2, 1)
+    both = run(tagger, [tmp_path], filename_format="[name].[extension].txt")
+    assert (both.tagged, both.failed) == (3, 0)
+    assert (tmp_path / "pic.png.txt").read_text() == tagger.tag_image("test-model", tmp_path / "pic.png").result.prompt
 
 
+def test_same_names_from_two_folders_into_one_output_folder(tagger, tmp_path):
+    img(tmp_path / "a" / "pic.png", RED)
+    img(tmp_path / "b" / "pic.png", GREEN)
+    s = run(tagger, [tmp_path / "a", tmp_path / "b"], output_dir=tmp_path / "out")
+    assert (s.tagged, s.failed) == (1, 1) and "own output folder" in s.failures[0][1]
+    assert (tmp_path / "out" / "pic.txt").read_text().startswith("red theme")
+    s = run(tagger, [tmp_path / "a", tmp_path / "b"], output_dir=tmp_path / "out2", filename_format="caption.txt")
+    assert s.failed == 1 and "put [name] in the filename format" in s.failures[0][1]
+
+
+def test_the_same_image_twice_or_identical_content_under_a_hash_name_is_no_failure(tagger, tmp_path):
+    p = img(tmp_path / "a.png", RED)
+    s = run(tagger, [p, tmp_path])  # the file named, and again in its folder
+    assert (s.tagged, s.skipped, s.failed) == (1, 1, 0)
+    (tmp_path / "copy.png").write_bytes(p.read_bytes())
+    s = run(tagger, [tmp_path], filename_format="[hash:sha1].txt")
+    assert (s.tagged, s.skipped, s.failed) == (1, 1, 0)
+
+
+def test_cli_same_stem_collision_exits_1_and_names_the_fix(model_root, tmp_path):
+    img(tmp_path / "pic.png", RED)
+    img(tmp_path / "pic.jpg", GREEN, fmt="JPEG")
+    r = cli(str(tmp_path), "--models-dir", str(model_root), "--model", "test-model", "--device", "cpu")
+    assert r.returncode == 1, r.stderr
+    assert "tagged 1, skipped 0 (caption exists), failed 1" in r.stderr
+    assert f"{tmp_path / 'pic.png'}: not tagged: its caption {tmp_path / 'pic.txt'} is already" in r.stderr
+    assert "--filename-format '[name].[extension].txt'" in r.stderr
+
+
+# The child restores Python's own Ctrl-C handler: a shell starts background jobs with SIGINT ignored, and an
+# ignored signal stays ignored across exec, so without this the test fails whenever CI runs in the background.
+CHILD_WITH_CTRL_C = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('tagger', run_name='__main__', alter_sys=True)"
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="the gate image is a named pipe (POSIX)")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_killed_midway_then_resumed(model_root, tmp_path, sig):
+    """Stopped while it waits on the middle image, a named pipe: the test knows the child got that far when its
+    own open() of the pipe returns, so the signal lands mid-batch however fast or slow the machine is."""
     data = tmp_path / "data"
-    n = 120
-    _slow_dataset(data, n)
-    args = [str(data), "--models-dir", str(model_root), "--model", "test-model", "--device", "cpu", "--batch-size", "1"]
-    proc = subprocess.Popen([sys.executable, "-m", "tagger", "tag", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while len(list(data.glob("*.txt"))) < 5 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
-    written = sorted(data.glob("*.txt"))
+    for i in range(80):
+        img(data / ("first" if i < 40 else "second") / f"img{i:04}.png", (i % 256, 40, 200), size=(300, 200))
+    gate = data / "gate.png"
+    os.mkfifo(gate)
+    n = 81
+    inputs = [str(data / "first"), str(gate), str(data / "second")]
+    args = [*inputs, "--models-dir", str(model_root), "--model", "test-model", "--device", "cpu", "--batch-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD_WITH_CTRL_C, "tag", *args], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def unblock_if_the_child_ends_first() -> None:  # else the open() below would wait forever
+        proc.wait()
+        with contextlib.suppress(OSError):  # the pipe may be gone by then
+            os.close(os.open(gate, os.O_RDONLY | os.O_NONBLOCK))
+
+    threading.Thread(target=unblock_if_the_child_ends_first, daemon=True).start()
+    with open(gate, "wb"):  # returns once the child opens the pipe to read the gate image: it waits there now
+        assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(sig)
+        _, err = proc.communicate()
+    written = sorted(data.rglob("*.txt"))
     assert 0 < len(written) < n, "the run should have been stopped mid-way"
     if sig == signal.SIGINT:
-        assert proc.returncode == 130 and "run the same command again to resume" in err
+        assert proc.returncode == 130 and "run the same command again to resume" in err, err
+    else:
+        assert proc.returncode == -signal.SIGKILL
     clean = Tagger(model_root, "cpu", download=False)
     for cap in written:  # every caption there is complete: exactly what a clean run writes
         image = cap.with_suffix(".png")
         assert cap.read_text(encoding="utf-8") == clean.tag_image("test-model", image).result.prompt, cap
-    assert not list(data.glob(".*.tmp")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
+    assert not list(data.rglob(".*.tmp")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
+    gate.unlink()
+    img(gate, (0, 40, 200), size=(300, 200))
     done_before = len(written)
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     assert f"tagged {n - done_before}, skipped {done_before}" in r.stderr
-    assert len(list(data.glob("*.txt"))) == n
+    assert len(list(data.rglob("*.txt"))) == n

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from tagger.batch import BatchConfig, run_batch
-from tagger.cache import ProbCache, content_hash
+from tagger.cache import ProbCache, content_hash, file_hash
 from tagger.engine import Tagger
 from tagger.labels import Labels
 from tagger.options import TagOptions
@@ -199,8 +199,40 @@ def test_size_cap_and_clear(tmp_path):
     assert cache.clear() == stats["entries"] and cache.stats()["entries"] == 0
 
 
-def test_content_hash_is_of_bytes():
+def test_size_cap_holds_across_short_runs(tmp_path):
+    """Ten runs of 40 images, each a new ProbCache as a new CLI process would be, far fewer writes than any
+    periodic check would wait for. The cap counts the pages in use; the file may also hold up to SLACK of
+    free pages (evictions free pages that later writes reuse; an insert can split a page between checks)."""
+    cap, slack = 64 * 1024, 4 * 4096
+    path = tmp_path / "c.sqlite3"
+    for run in range(10):
+        cache = ProbCache(path, max_bytes=cap)
+        for i in range(40):
+            cache.put(f"r{run}i{i}", "m", realistic_probs(len(BIG)), BIG)
+            assert cache.size_bytes() <= cap + slack, (run, i)
+        assert cache.get(f"r{run}i39", "m") is not None  # the newest entries are the ones kept
+        cache.close()
+        on_disk = sum(p.stat().st_size for p in tmp_path.glob("c.sqlite3*"))
+        assert on_disk <= cap + slack, f"run {run}: {on_disk} bytes on disk"
+    assert cache.get("r0i0", "m") is None
+
+
+def test_a_cache_over_a_smaller_cap_shrinks_when_opened(tmp_path):
+    path = tmp_path / "c.sqlite3"
+    big = ProbCache(path)
+    for i in range(100):
+        big.put(f"k{i}", "m", realistic_probs(len(BIG)), BIG)
+    big.close()
+    assert ProbCache(path).stats()["bytes"] > 256 * 1024
+    small = ProbCache(path, max_bytes=128 * 1024)
+    assert small.stats()["bytes"] <= 128 * 1024 and small.get("k99", "m") is not None
+
+
+def test_content_hash_is_of_bytes(tmp_path):
     assert content_hash(b"abc") == content_hash(bytearray(b"abc")) != content_hash(b"abd")
+    big = tmp_path / "big.bin"  # over the 1 MiB read size: a path and its bytes get the same key
+    big.write_bytes(os.urandom(3 << 19))
+    assert file_hash(big) == content_hash(big.read_bytes())
 
 
 def test_cli_second_run_answers_from_cache(model_root, tmp_path, images):
@@ -233,3 +265,61 @@ def test_cli_second_run_answers_from_cache(model_root, tmp_path, images):
         text=True,
     )
     assert "removed 1 entries" in cleared.stdout
+
+
+def cache_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m tagger ARGS`` in this process: exit status, stdout, stderr."""
+    import io
+
+    from tagger.cli import main
+
+    out = io.StringIO()
+    rc = main(list(args), out=out)
+    return rc, out.getvalue(), capsys.readouterr().err
+
+
+def test_cache_option_takes_a_folder(model_root, tmp_path, images, capsys):
+    folder = tmp_path / "cachedir"
+    folder.mkdir()
+    rc, out, _ = cache_cli(capsys, "cache", "--cache", str(folder))
+    assert rc == 0 and "no probability cache there" in out and not list(folder.iterdir())  # info creates nothing
+    tag = ["tag", str(images[0]), "--models-dir", str(model_root), "--model", "test-model", "--cache", str(folder)]
+    assert cache_cli(capsys, *tag)[0] == 0
+    assert "model test-model on CPU" not in cache_cli(capsys, *tag)[2]  # the second answer came from the cache
+    rc, out, _ = cache_cli(capsys, "cache", "info", "--cache", str(folder))
+    assert rc == 0 and out.startswith(f"{folder / 'probs.sqlite3'}: 1 entries")
+    rc, out, _ = cache_cli(capsys, "cache", "clear", "--cache", str(folder))
+    assert rc == 0 and "removed 1 entries" in out
+
+
+def test_a_file_that_is_not_a_cache_is_refused_and_left_alone(model_root, tmp_path, images, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n" * 20)
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE important(x)")
+    tag = ["tag", str(images[0]), "--models-dir", str(model_root), "--model", "test-model"]
+    for path, what in [(notes, "not a database"), (other, "an SQLite database of another program")]:
+        for args in (
+            ["cache", "clear", "--cache", str(path)],
+            ["cache", "--cache", str(path)],
+            [*tag, "--cache", str(path)],
+        ):
+            rc, _, err = cache_cli(capsys, *args)
+            assert rc == 2 and f"{path} is not a tagger probability cache ({what}" in err
+            assert "nothing was changed" in err
+    assert notes.read_text() == "my notes\n" * 20 and sorted(p.name for p in tmp_path.iterdir()) == [
+        "imgs", "notes.txt", "other.db"
+    ]  # fmt: skip
+    rc, _, err = cache_cli(capsys, "cache", "--cache", str(notes / "x.sqlite3"))
+    assert rc == 2 and f"{notes} is a file, not a folder" in err
+
+
+def test_a_cache_that_cannot_be_opened_is_skipped_with_one_warning(tmp_path, caplog):
+    (tmp_path / "file").write_text("x")
+    cache = ProbCache(tmp_path / "file" / "c.sqlite3")  # its folder is a file: it can never be made
+    with caplog.at_level(logging.WARNING):
+        for i in range(3):
+            cache.put(f"k{i}", "m", realistic_probs(len(BIG)), BIG)
+            assert cache.get(f"k{i}", "m") is None
+    assert len([r for r in caplog.records if "cannot be opened" in r.message]) == 1

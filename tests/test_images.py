@@ -512,7 +512,7 @@ def test_max_pixels(tmp_path: Path) -> None:
     path = _save(tmp_path / "hundred.png", _scene(100, 100))
     err = _error(path, max_pixels=5000)
     assert err.reason.startswith("image is too large (100x100, 10000 pixels, limit 5000)")
-    assert "max_pixels" in err.reason
+    assert "max_pixels" not in err.reason and "shrink the image below the limit" in err.reason  # no such setting
     assert load_image(path, max_pixels=10000).size == (100, 100)
     # Checked from the header, before decoding: this file has no pixel data to speak of.
     header_only = tmp_path / "header.png"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
 from PIL import Image
@@ -50,6 +51,7 @@ class LiveServer:
     def __init__(self, app: Any) -> None:
         import uvicorn
 
+        self.app = app
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
@@ -208,11 +210,29 @@ def test_clicking_a_tag_excludes_it(page: Any, images: dict[str, Path]) -> None:
     page.wait_for_selector('#tagger_tags [data-testid="smile-confidence-set"]', state="detached")
 
 
-def test_unload_shows_no_model_loaded(page: Any, images: dict[str, Path]) -> None:
+def test_the_prompts_copy_button_copies_it(page: Any, images: dict[str, Path]) -> None:
+    """One copy button: the prompt box's own (its markup differs between gradio 3.41 and 4.x)."""
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    prompt = upload_and_tag(page, images["red"])
+    copy = page.locator("#tagger_prompt button.copy-text, #tagger_prompt button[aria-label='Copy']")
+    assert copy.count() == 1 and page.locator("#tagger_copy").count() == 0
+    copy.click()
+    page.wait_for_function(  # polls the clipboard until it holds the prompt
+        "(p) => { navigator.clipboard.readText().then((t) => { window.taggerClip = t; });"
+        " return window.taggerClip === p; }",
+        arg=prompt,
+    )
+
+
+def test_unload_shows_no_model_loaded(page: Any, images: dict[str, Path], tmp_path: Path) -> None:
     upload_and_tag(page, images["red"])
     page.click("#tagger_unload_all")
     page.wait_for_function("() => document.querySelector('#tagger_status').innerText.includes('No model loaded')")
     page.check("#tagger_unload_after input[type=checkbox]")
+    fresh = tmp_path / "fresh.png"  # an image the probability cache has not seen: the model runs
+    Image.new("RGB", (64, 48), (40, 90, 200)).save(fresh)
+    page.set_input_files("#tagger_image input[type=file]", str(fresh))
+    page.wait_for_selector("#tagger_image img")
     page.click("#tagger_interrogate")
     page.wait_for_function("() => document.querySelector('#tagger_status').innerText.includes('unloaded after use')")
     status = page.inner_text("#tagger_status")
@@ -230,8 +250,21 @@ def test_broken_image_shows_a_readable_error(page: Any, images: dict[str, Path])
 
 
 def test_batch_writes_captions_and_shows_progress_and_frequencies(
-    page: Any, images: dict[str, Path], tmp_path: Path
+    page: Any, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import tempfile
+    import types
+
+    import tagger.ui.page as page_module
+
+    made: list[Path] = []  # the temporary folders the page makes (for the tag-counts CSV)
+
+    def recorded(**kwargs: Any) -> Any:
+        folder = tempfile.TemporaryDirectory(**kwargs)
+        made.append(Path(folder.name))
+        return folder
+
+    monkeypatch.setattr(page_module, "tempfile", types.SimpleNamespace(TemporaryDirectory=recorded))
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
     for name in ("a.png", "b.png"):
@@ -260,17 +293,213 @@ def test_batch_writes_captions_and_shows_progress_and_frequencies(
     chart = page.inner_text("#tagger_batch_chart")
     assert "red theme" in chart and "2 (66.7%)" in chart
     link = page.locator("#tagger_batch_csv a").first
-    assert "tag-counts" in (link.get_attribute("href") or "") or "tag-counts" in link.inner_text()
+    href = link.get_attribute("href") or ""
+    assert "tag-counts" in href or "tag-counts" in link.inner_text()
+    # The page's folder goes once gradio has sent the result, and gradio serves its own copy of the CSV.
+    assert len(made) == 1
+    deadline = time.monotonic() + 10
+    while made[0].exists():
+        assert time.monotonic() < deadline, f"{made[0]} is left behind"
+        time.sleep(0.05)
+    csv = page.request.get(urljoin(page.url, href)).text().lstrip("\ufeff").splitlines()
+    assert csv[0] == "tag,images,share_percent" and "red theme,2,66.7" in csv
 
 
-def test_screenshot_of_a_tagged_image(page: Any, images: dict[str, Path]) -> None:
-    """docs/screenshot.png for the README (written only when TAGGER_SCREENSHOT=1)."""
-    if os.environ.get("TAGGER_SCREENSHOT") != "1":
-        pytest.skip("set TAGGER_SCREENSHOT=1 to refresh docs/screenshot.png")
-    image = os.environ.get("TAGGER_SCREENSHOT_IMAGE")
-    upload_and_tag(page, Path(image) if image else images["red"])
-    page.set_viewport_size({"width": 1280, "height": 900})
-    page.screenshot(path=str(SCREENSHOT), full_page=False)
+def start_batch(pg: Any, folder: Path, out: Path | None = None, existing: str = "skip") -> None:
+    pg.click("#tagger_batch_tab-button, button:has-text('Batch from folder')")
+    set_text(pg, "tagger_batch_input", str(folder))
+    set_text(pg, "tagger_batch_output", str(out) if out else "")
+    pg.check(f"#tagger_batch_existing input[value={existing}]")
+    pg.click("#tagger_batch_start")
+
+
+def summary_says(pg: Any, text: str) -> None:
+    pg.wait_for_function(
+        f"() => {{ const e = document.querySelector('#tagger_batch_summary .tagger-summary');"
+        f" return !!e && e.innerText.includes({text!r}); }}",
+        timeout=60_000,
+    )
+
+
+def test_a_rerun_that_skips_everything_shows_no_headerless_table(
+    page: Any, images: dict[str, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(images["red"], folder / name)
+    start_batch(page, folder)
+    summary_says(page, "2 tagged")
+    page.wait_for_function("() => document.querySelector('#tagger_batch_top').innerText.includes('red theme')")
+    head = page.locator("#tagger_batch_top thead").first.inner_text()
+    assert "Tag" in head and "Share %" in head, head
+    page.click("#tagger_batch_start")  # again: every image has its caption now and is skipped
+    summary_says(page, "0 tagged, 2 skipped")
+    page.wait_for_selector("#tagger_batch_top", state="hidden")
+    assert "No tags." in page.inner_text("#tagger_batch_chart")
+
+
+def test_cancel_says_cancelling_until_the_batch_stops(
+    page: Any, server: LiveServer, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagger.ui.render import CANCELLING
+    from tests.test_ui_page import HeldBatch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        shutil.copy(images["red"], folder / f"{i}.png")
+    with HeldBatch(server.app.state.page, monkeypatch) as held:  # the batch waits after its first image
+        start_batch(page, folder, tmp_path / "out")
+        page.wait_for_function(
+            "() => document.querySelector('#tagger_batch_progress').innerText.includes('1 / 4 images')"
+        )
+        # Every text the progress shows from now on, and whether the batch had ended by then.
+        page.evaluate(
+            """() => { window.taggerProgress = [];
+            const record = () => {
+                const text = document.querySelector('#tagger_batch_progress').innerText;
+                const seen = window.taggerProgress;
+                if (!seen.length || seen[seen.length - 1].text !== text) {
+                    seen.push({text, stopped: !!document.querySelector('#tagger_batch_summary .tagger-summary')});
+                }
+            };
+            record();
+            new MutationObserver(record).observe(document.body, {subtree: true, childList: true, characterData: true}); }"""
+        )
+        page.click("#tagger_batch_cancel")
+        page.wait_for_function(
+            f"() => document.querySelector('#tagger_batch_progress').innerText.includes({CANCELLING!r})"
+        )
+        held.wait_polls(4)  # their updates reach the page before any that follows the release below
+        held.release()
+        page.wait_for_selector("#tagger_batch_summary .tagger-summary")
+    assert "Cancelled" in page.inner_text("#tagger_batch_summary")
+    seen = page.evaluate("() => window.taggerProgress")
+    first = next(i for i, s in enumerate(seen) if CANCELLING in s["text"])
+    while_running = [s["text"] for s in seen[first:] if not s["stopped"]]
+    assert all(CANCELLING in t for t in while_running), seen
+    assert all("1 / 4 images" in t for t in while_running), seen  # the numbers stay shown beside it
+
+
+def demo_picture(path: Path) -> Path:
+    """A drawn smiling face on a red gradient: the picture in docs/screenshot.png."""
+    from PIL import ImageDraw
+
+    img = Image.new("RGB", (360, 360))
+    draw = ImageDraw.Draw(img)
+    for y in range(360):  # red at the top to a muted pink at the bottom
+        draw.line([(0, y), (359, y)], fill=(234 - y // 6, 60 + y // 8, 72 + y // 4))
+    draw.polygon([(180, 230), (70, 360), (290, 360)], fill=(200, 36, 56))
+    draw.ellipse([98, 78, 262, 240], fill=(249, 211, 192))
+    for x in (148, 212):
+        draw.ellipse([x - 11, 133, x + 11, 155], fill=(40, 30, 50))
+    draw.arc([130, 160, 230, 212], 20, 160, fill=(110, 30, 40), width=4)
+    img.save(path)
+    return path
+
+
+def demo_rows() -> tuple[Any, ...]:
+    """The tags of the stand-in model the screenshot shows: what a WD14 model says of such a picture, set by
+    hand (a constant probability each, the background colours following the picture's mean colour)."""
+    from math import log
+
+    from tests.modelgen import CHARACTER, GENERAL, RATING, Row
+
+    def fixed(name: str, category: int, p: float) -> Row:
+        return Row(name, category, (0.0, 0.0, 0.0), log(p / (1 - p)))
+
+    return (
+        fixed("general", RATING, 0.93),
+        fixed("sensitive", RATING, 0.06),
+        fixed("questionable", RATING, 0.004),
+        fixed("explicit", RATING, 0.001),
+        fixed("smile", GENERAL, 0.92),
+        fixed("no_humans", GENERAL, 0.81),
+        fixed("solo", GENERAL, 0.74),
+        Row("red_background", GENERAL, (-10.0, -10.0, 20.0), -7.6),  # about 0.66 on the picture
+        Row("blue_background", GENERAL, (20.0, -10.0, -10.0), -6.0),
+        fixed("simple_background", GENERAL, 0.69),
+        fixed("gradient_background", GENERAL, 0.61),
+        fixed("black_eyes", GENERAL, 0.55),
+        fixed("closed_mouth", GENERAL, 0.46),
+        fixed("looking_at_viewer", GENERAL, 0.42),
+        fixed("smiley_face", GENERAL, 0.38),
+        fixed("1girl", GENERAL, 0.12),
+        fixed("hatsune_miku", CHARACTER, 0.01),
+    )
+
+
+def test_screenshot_of_the_demo_stand_in(browser: Any, tmp_path: Path) -> None:
+    """The page as docs/screenshot.png shows it: a picture tagged by ``demo-stand-in``, a stand-in model built
+    here (README says so). Checked on every run; the file is rewritten only when TAGGER_SCREENSHOT=1."""
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.modelgen import make_model_dir
+
+    make_model_dir(tmp_path / "models" / "demo-stand-in", rows=demo_rows())
+    app = build_app(
+        models_dir=tmp_path / "models",
+        device="cpu",
+        defaults=HostDefaults(model="demo-stand-in"),
+        presets_dir=tmp_path / "presets",
+    )
+    live = LiveServer(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        prompt = upload_and_tag(pg, demo_picture(tmp_path / "face.png"))
+        assert prompt.startswith("smile, no humans, solo, simple background, red background"), prompt
+        assert "blue background" not in prompt and "1girl" not in prompt
+        assert pg.input_value("#tagger_model input").startswith("demo-stand-in · local")
+        if os.environ.get("TAGGER_SCREENSHOT") == "1":
+            pg.evaluate("() => document.activeElement && document.activeElement.blur()")
+            pg.wait_for_function("() => !document.querySelector('#tagger_main .pending')")  # the event is over
+            pg.screenshot(path=str(SCREENSHOT), full_page=False, animations="disabled")
+    finally:
+        context.close()
+        live.stop()
+
+
+def test_models_added_after_the_start_show_when_the_page_is_reloaded(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.modelgen import make_model_dir
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no catalog model cached anywhere
+    models = tmp_path / "models"
+    make_model_dir(models / "test-model")
+    app = build_app(
+        models_dir=models,
+        device="cpu",
+        defaults=HostDefaults(model="wd-vit-tagger-v3"),
+        presets_dir=tmp_path / "presets",
+    )
+    live = LiveServer(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        assert pg.input_value("#tagger_model input") == "wd-vit-tagger-v3 · not downloaded"
+        make_model_dir(models / "wd-vit-tagger-v3")  # its files put into the models folder by hand
+        make_model_dir(models / "added-later")
+        pg.reload()
+        pg.wait_for_function(
+            "() => { const e = document.querySelector('#tagger_model input');"
+            " return !!e && e.value.startsWith('wd-vit-tagger-v3 · downloaded'); }"
+        )
+        pg.click("#tagger_model input")
+        pg.wait_for_selector("#tagger_model ul.options li:has-text('added-later · local')")
+    finally:
+        context.close()
+        live.stop()
 
 
 def test_first_use_download_shows_progress_in_the_page(

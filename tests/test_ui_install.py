@@ -22,6 +22,9 @@ A1111_TORCH = TorchInfo("2.1.2+cu121", True, "12.1", 8902)  # AUTOMATIC1111 1.10
 NEW_TORCH = TorchInfo("2.4.1+cu124", True, "12.4", 90100)
 CU118_TORCH = TorchInfo("2.1.2+cu118", True, "11.8", 8700)
 CPU_TORCH = TorchInfo("2.1.2+cpu", False, None, None)
+CU128_TORCH = TorchInfo("2.7.1+cu128", True, "12.8", 90701)  # what owners of RTX 50 GPUs install
+CU130_TORCH = TorchInfo("2.9.1+cu130", True, "13.0", 91300)
+PY310, PY311 = (3, 10), (3, 11)  # A1111 recommends 3.10; onnxruntime 1.24.4 and newer need 3.11
 
 
 def kinds(actions: list[Any]) -> list[tuple[str, tuple[str, ...]]]:
@@ -58,23 +61,109 @@ def test_minimal_toml_reader_refuses_a_missing_list() -> None:
 
 
 @pytest.mark.parametrize(
-    ("torch", "package", "requirement", "feed"),
+    ("torch", "python", "package", "requirement", "feed"),
     [
-        (A1111_TORCH, "onnxruntime-gpu", "onnxruntime-gpu==1.18.0", True),  # CUDA 12 + cuDNN 8: feed build
-        (NEW_TORCH, "onnxruntime-gpu", "onnxruntime-gpu>=1.19", False),
-        (CU118_TORCH, "onnxruntime-gpu", "onnxruntime-gpu>=1.17,<1.19", False),
-        (TorchInfo("2.3.1+cu121", True, "12.1", None), "onnxruntime-gpu", "onnxruntime-gpu==1.18.0", True),
-        (TorchInfo("2.4.0+cu118", True, "11.8", 90100), "onnxruntime", "onnxruntime>=1.17", False),
-        (TorchInfo("2.3.0+rocm6.0", True, None, None), "onnxruntime", "onnxruntime>=1.17", False),
-        (CPU_TORCH, "onnxruntime", "onnxruntime>=1.17", False),
-        (None, "onnxruntime", "onnxruntime>=1.17", False),
+        (A1111_TORCH, PY310, "onnxruntime-gpu", "onnxruntime-gpu==1.18.0", True),  # CUDA 12 + cuDNN 8: feed build
+        (NEW_TORCH, PY310, "onnxruntime-gpu", "onnxruntime-gpu>=1.19,<1.27", False),
+        (CU128_TORCH, PY310, "onnxruntime-gpu", "onnxruntime-gpu>=1.19,<1.27", False),  # 12.8 is CUDA 12
+        (CU128_TORCH, PY311, "onnxruntime-gpu", "onnxruntime-gpu>=1.19,<1.27", False),
+        (CU130_TORCH, PY311, "onnxruntime-gpu", "onnxruntime-gpu>=1.27", False),  # PyPI's CUDA 13 builds
+        (CU130_TORCH, PY310, "onnxruntime", "onnxruntime>=1.17", False),  # none of them for Python 3.10
+        (CU118_TORCH, PY310, "onnxruntime-gpu", "onnxruntime-gpu>=1.17,<1.19", False),
+        (TorchInfo("2.3.1+cu121", True, "12.1", None), PY310, "onnxruntime-gpu", "onnxruntime-gpu==1.18.0", True),
+        (TorchInfo("2.4.0+cu118", True, "11.8", 90100), PY310, "onnxruntime", "onnxruntime>=1.17", False),
+        (TorchInfo("3.2.0+cu140", True, "14.0", 100000), PY311, "onnxruntime", "onnxruntime>=1.17", False),
+        (TorchInfo("2.3.0+rocm6.0", True, None, None), PY310, "onnxruntime", "onnxruntime>=1.17", False),
+        (CPU_TORCH, PY310, "onnxruntime", "onnxruntime>=1.17", False),
+        (None, PY310, "onnxruntime", "onnxruntime>=1.17", False),
     ],
 )
-def test_runtime_matches_torchs_cuda_and_cudnn_majors(torch: Any, package: str, requirement: str, feed: bool) -> None:
-    choice = choose_runtime(torch)
+def test_runtime_matches_torchs_cuda_and_cudnn_majors(
+    torch: Any, python: tuple[int, int], package: str, requirement: str, feed: bool
+) -> None:
+    choice = choose_runtime(torch, python)
     assert (choice.package, choice.requirement, choice.index_url is not None) == (package, requirement, feed)
     if feed:
         assert "CUDA 11.8" in choice.reason  # says why PyPI's build of that version will not do
+
+
+@pytest.mark.parametrize(
+    ("torch", "python", "installed", "says"),
+    [
+        (CU130_TORCH, PY310, {}, "need Python 3.11 or newer and this is Python 3.10"),
+        (CU130_TORCH, PY310, {"onnxruntime": "1.23.2"}, "cu128"),  # and what would give the GPU build
+        (CU130_TORCH, PY310, {"onnxruntime": "1.23.2", "onnxruntime-gpu": "1.23.2"}, "Python 3.10"),
+        (TorchInfo("3.2.0+cu140", True, "14.0", 100000), PY311, {}, "no onnxruntime-gpu build on PyPI"),
+        (TorchInfo("2.3.0+rocm6.0", True, None, None), PY310, {"onnxruntime": "1.20.1"}, "not a CUDA build"),
+    ],
+)
+def test_a_cuda_machine_left_on_the_cpu_build_is_told_why(
+    torch: Any, python: tuple[int, int], installed: dict[str, str], says: str
+) -> None:
+    notice = inst["cpu_on_cuda_notice"](installed, torch, choose_runtime(torch, python))
+    assert notice.startswith("Tagger: ONNX Runtime's CPU build (onnxruntime) is used although torch sees a GPU")
+    assert says in notice
+
+
+@pytest.mark.parametrize(
+    ("torch", "python", "installed"),
+    [
+        (CU130_TORCH, PY311, {"onnxruntime": "1.31.1"}),  # the GPU build is chosen: the swap says it
+        (CU128_TORCH, PY310, {}),
+        (CPU_TORCH, PY310, {"onnxruntime": "1.20.1"}),  # no GPU: nothing to say
+        (None, PY310, {}),
+        (CU130_TORCH, PY310, {"onnxruntime-gpu": "1.26.0"}),  # an onnxruntime-gpu the user put there is kept
+    ],
+)
+def test_no_notice_when_the_gpu_build_is_chosen_kept_or_there_is_no_gpu(
+    torch: Any, python: tuple[int, int], installed: dict[str, str]
+) -> None:
+    assert inst["cpu_on_cuda_notice"](installed, torch, choose_runtime(torch, python)) is None
+
+
+# -- one step under the host's protobuf pin (A1111 v1.10.1 and Forge: protobuf==3.20.0) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("torch", "python", "protobuf", "requirement"),
+    [
+        (None, PY311, "3.20.0", "onnxruntime>=1.17,<1.27"),  # 1.27+ require protobuf>=4.25.8
+        (CPU_TORCH, PY311, "3.20.0", "onnxruntime>=1.17,<1.27"),
+        (CPU_TORCH, PY310, "4.25.7", "onnxruntime>=1.17,<1.27"),
+        (CPU_TORCH, PY311, "4.25.8", "onnxruntime>=1.17"),
+        (CPU_TORCH, PY311, "6.33.0", "onnxruntime>=1.17"),
+        (CPU_TORCH, PY311, None, "onnxruntime>=1.17"),  # pip brings a new enough protobuf
+        (CU128_TORCH, PY311, "3.20.0", "onnxruntime-gpu>=1.19,<1.27"),  # the CUDA 12 builds take any protobuf
+        (CU130_TORCH, PY311, "3.20.0", "onnxruntime>=1.17,<1.27"),  # the CUDA 13 builds cannot: CPU, said
+        (CU130_TORCH, PY311, "5.29.3", "onnxruntime-gpu>=1.27"),
+    ],
+)
+def test_runtime_range_fits_the_installed_protobuf(
+    torch: Any, python: tuple[int, int], protobuf: str | None, requirement: str
+) -> None:
+    assert choose_runtime(torch, python, protobuf).requirement == requirement
+
+
+def test_webui_install_is_one_pip_call_that_cannot_touch_the_pinned_protobuf() -> None:
+    installed = {**BASE, "protobuf": "3.20.0"}
+    actions = decide(DEPS, installed, CPU_TORCH, PY311)
+    assert kinds(actions) == [("install", ("onnxruntime>=1.17,<1.27",))]
+    assert "protobuf==3.20.0" in inst["constraints_for"](installed, {"onnxruntime", "onnxruntime-gpu"}).splitlines()
+
+
+def test_cuda13_under_the_protobuf_pin_says_why_and_what_would_work() -> None:
+    choice = choose_runtime(CU130_TORCH, PY311, "3.20.0")
+    notice = inst["cpu_on_cuda_notice"]({"protobuf": "3.20.0"}, CU130_TORCH, choice)
+    assert "require protobuf >= 4.25.8, and protobuf 3.20.0 is installed" in notice and "cu128" in notice
+
+
+def test_protobuf_fact_agrees_with_the_installed_onnxruntimes_own_metadata() -> None:
+    """The ceiling is read from PyPI's metadata; the onnxruntime installed here must tell the same story."""
+    from importlib import metadata
+
+    version = inst["version_tuple"](metadata.version("onnxruntime"))
+    wanted = [r.replace(" ", "") for r in metadata.requires("onnxruntime") or [] if r.startswith("protobuf")]
+    assert wanted == (["protobuf>=4.25.8"] if version[:2] >= inst["PROTOBUF4_FIRST"] else ["protobuf"])
 
 
 def test_cudnn_version_numbers_are_read_in_both_encodings() -> None:
@@ -86,24 +175,24 @@ def test_cudnn_version_numbers_are_read_in_both_encodings() -> None:
 
 
 def test_nothing_to_do_when_all_is_in_place() -> None:
-    assert decide(DEPS, {**BASE, "onnxruntime": "1.20.1"}, CPU_TORCH) == []
-    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.18.0"}, A1111_TORCH, "12.2") == []
-    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.20.1"}, NEW_TORCH, "12.2") == []
-    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.17.3"}, CU118_TORCH, "11.8") == []
+    assert decide(DEPS, {**BASE, "onnxruntime": "1.20.1"}, CPU_TORCH, PY310) == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.18.0"}, A1111_TORCH, PY310, "12.2") == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.20.1"}, NEW_TORCH, PY310, "12.2") == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.17.3"}, CU118_TORCH, PY310, "11.8") == []
 
 
 def test_installed_packages_are_never_changed_even_outside_our_range() -> None:
     installed = {"huggingface-hub": "0.10.0", "pillow": "8.0.0", "numpy": "1.20.0", "onnxruntime": "1.20.1"}
-    assert decide(DEPS, installed, CPU_TORCH) == []
+    assert decide(DEPS, installed, CPU_TORCH, PY310) == []
 
 
 def test_missing_dependencies_are_installed() -> None:
-    actions = decide(DEPS, {"pillow": "9.5.0", "numpy": "1.26.2"}, CPU_TORCH)
+    actions = decide(DEPS, {"pillow": "9.5.0", "numpy": "1.26.2"}, CPU_TORCH, PY310)
     assert kinds(actions) == [("install", ("huggingface_hub>=0.20",)), ("install", ("onnxruntime>=1.17",))]
 
 
 def test_gpu_runtime_for_a1111_comes_from_the_cuda12_feed_without_dependencies_then_its_dependencies() -> None:
-    actions = decide(DEPS, dict(BASE), A1111_TORCH)
+    actions = decide(DEPS, dict(BASE), A1111_TORCH, PY310)
     assert kinds(actions) == [
         ("install", ("onnxruntime-gpu==1.18.0",)),
         ("install", ("coloredlogs", "flatbuffers", "packaging", "protobuf", "sympy")),
@@ -124,19 +213,21 @@ def test_gpu_runtime_for_a1111_comes_from_the_cuda12_feed_without_dependencies_t
 
 
 def test_both_runtimes_are_replaced_by_one_and_the_reason_is_said() -> None:
-    actions = decide(DEPS, {**BASE, "onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}, NEW_TORCH)
+    actions = decide(DEPS, {**BASE, "onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}, NEW_TORCH, PY310)
     assert kinds(actions) == [
         ("uninstall", ("onnxruntime", "onnxruntime-gpu")),
-        ("install", ("onnxruntime-gpu>=1.19",)),
+        ("install", ("onnxruntime-gpu>=1.19,<1.27",)),
     ]
     assert "CPU build hides the GPU one" in actions[0].describe()
-    cpu = decide(DEPS, {**BASE, "onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}, CPU_TORCH)
+    cpu = decide(DEPS, {**BASE, "onnxruntime": "1.20.1", "onnxruntime-gpu": "1.20.1"}, CPU_TORCH, PY310)
     assert kinds(cpu) == [("uninstall", ("onnxruntime", "onnxruntime-gpu")), ("install", ("onnxruntime>=1.17",))]
 
 
 def test_cpu_runtime_is_swapped_for_the_gpu_one_when_torch_sees_cuda() -> None:
-    actions = decide(DEPS, {**BASE, "onnxruntime": "1.20.1"}, NEW_TORCH)
-    assert kinds(actions) == [("uninstall", ("onnxruntime",)), ("install", ("onnxruntime-gpu>=1.19",))]
+    actions = decide(DEPS, {**BASE, "onnxruntime": "1.20.1"}, NEW_TORCH, PY310)
+    assert kinds(actions) == [("uninstall", ("onnxruntime",)), ("install", ("onnxruntime-gpu>=1.19,<1.27",))]
+    cu130 = decide(DEPS, {**BASE, "onnxruntime": "1.31.1"}, CU130_TORCH, PY311)
+    assert kinds(cu130) == [("uninstall", ("onnxruntime",)), ("install", ("onnxruntime-gpu>=1.27",))]
 
 
 @pytest.mark.parametrize(
@@ -146,22 +237,36 @@ def test_cpu_runtime_is_swapped_for_the_gpu_one_when_torch_sees_cuda() -> None:
         ("1.18.0", "11.8", A1111_TORCH),  # PyPI's 1.18.0 is a CUDA 11.8 build
         ("1.18.0", "11.8", NEW_TORCH),
         ("1.20.1", "12.2", CU118_TORCH),
+        ("1.27.0", "13.0", CU128_TORCH),  # PyPI's 1.27 and newer are CUDA 13 builds
+        ("1.27.0", None, CU128_TORCH),  # ... also when the build's CUDA version cannot be read
+        ("1.26.0", "12.8", CU130_TORCH),
+        ("1.26.0", None, CU130_TORCH),
     ],
 )
-def test_mismatched_gpu_runtime_is_replaced(version: str, build: str, torch: Any) -> None:
-    actions = decide(DEPS, {**BASE, "onnxruntime-gpu": version}, torch, build)
+def test_mismatched_gpu_runtime_is_replaced(version: str, build: str | None, torch: Any) -> None:
+    actions = decide(DEPS, {**BASE, "onnxruntime-gpu": version}, torch, PY311, build)
     assert kinds(actions)[0] == ("uninstall", ("onnxruntime-gpu",))
-    assert actions[1].packages[0] == choose_runtime(torch).requirement
-    assert f"built for CUDA {build}" in actions[0].reason
+    assert actions[1].packages[0] == choose_runtime(torch, PY311).requirement
+    assert f"onnxruntime-gpu {version}" in actions[0].reason
+    if build:
+        assert f"built for CUDA {build}" in actions[0].reason
+
+
+def test_fitting_gpu_builds_for_new_cuda_are_kept() -> None:
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.26.0"}, CU128_TORCH, PY311, "12.8") == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.31.1"}, CU130_TORCH, PY311, "13.0") == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.25.0"}, CU130_TORCH, PY311, "13.0") == []  # a feed build
 
 
 def test_gpu_runtime_stays_on_a_machine_without_cuda_and_other_builds_are_respected() -> None:
-    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.20.1"}, CPU_TORCH) == []
-    assert decide(DEPS, {**BASE, "onnxruntime-directml": "1.20.1"}, CPU_TORCH) == []
+    assert decide(DEPS, {**BASE, "onnxruntime-gpu": "1.20.1"}, CPU_TORCH, PY310) == []
+    assert decide(DEPS, {**BASE, "onnxruntime-directml": "1.20.1"}, CPU_TORCH, PY310) == []
 
 
 def test_too_old_cpu_runtime_is_upgraded() -> None:
-    assert kinds(decide(DEPS, {**BASE, "onnxruntime": "1.16.3"}, CPU_TORCH)) == [("install", ("onnxruntime>=1.17",))]
+    assert kinds(decide(DEPS, {**BASE, "onnxruntime": "1.16.3"}, CPU_TORCH, PY310)) == [
+        ("install", ("onnxruntime>=1.17",))
+    ]
 
 
 def test_constraints_pin_everything_installed_except_what_is_replaced() -> None:
@@ -205,3 +310,20 @@ def test_main_is_a_quick_no_op_when_everything_is_in_place(monkeypatch: pytest.M
     start = time.perf_counter()
     assert inst["main"]() == 0
     assert ran == [] and time.perf_counter() - start < 2.0
+
+
+def test_main_says_on_every_launch_why_a_cuda_machine_runs_the_cpu_build(
+    monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """This environment has the CPU build; torch (a stand-in answer) uses a CUDA no onnxruntime-gpu is built for."""
+    ran: list[Any] = []
+    g = inst["main"].__globals__
+    monkeypatch.setitem(g, "subprocess", type("S", (), {"run": staticmethod(lambda *a, **k: ran.append(a))}))
+    monkeypatch.setitem(g, "torch_info", lambda path: TorchInfo("3.2.0+cu140", True, "14.0", 100000))
+    monkeypatch.delenv("COMMANDLINE_ARGS", raising=False)
+    monkeypatch.delenv("TAGGER_SKIP_INSTALL", raising=False)
+    for _ in range(2):
+        assert inst["main"]() == 0
+        out = capsys.readouterr().out
+        assert "CPU build (onnxruntime) is used although torch sees a GPU" in out and "CUDA 14.0" in out
+    assert ran == []

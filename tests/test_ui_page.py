@@ -7,6 +7,7 @@ import collections
 import importlib.util
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,20 @@ def test_a_cached_answer_retags_exactly_and_says_when_a_threshold_needs_the_mode
     assert "need the model" not in low_fresh[cached_page.status]  # the model's own probabilities are exact
 
 
+def test_a_cache_hit_in_the_tab_does_not_load_the_model(model_root: Path, tmp_path: Path) -> None:
+    """The tab answers a seen image from the cache as the API does: the model stays unloaded."""
+    from tagger.cache import ProbCache
+
+    host = StandaloneHost(HostDefaults(model="test-model"), presets_dir=tmp_path / "presets")
+    cached_page = build_ui(Tagger(model_root, "cpu", cache=ProbCache(tmp_path / "probs.sqlite3")), host)
+    first = cached_page.interrogate(inputs(cached_page, image=red()), NO_PROGRESS)
+    assert cached_page.tagger.unload_all() == 1
+    again = cached_page.interrogate(inputs(cached_page, image=red(), general_threshold=0.5), NO_PROGRESS)
+    assert again[cached_page.last].provider == "cache" and "cache" in again[cached_page.status]
+    assert cached_page.tagger.loaded() == []
+    assert again[cached_page.prompt] != first[cached_page.prompt]  # re-thresholded from the cached answer
+
+
 def test_unload_after_and_unload_all_report_no_model_loaded(page: Any) -> None:
     out = page.interrogate(inputs(page, image=red(), unload_after=True), NO_PROGRESS)
     assert "unloaded after use" in out[page.status] and render.NO_MODEL_LOADED in out[page.status]
@@ -158,6 +173,25 @@ def test_clicking_a_tag_adds_it_to_the_excludes_once(page: Any) -> None:
     assert page.exclude_selected("", evt) == "long hair"
 
 
+def test_each_page_load_lists_the_models_on_disk_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.modelgen import make_model_dir
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))  # no catalog model cached anywhere
+    models = tmp_path / "models"
+    make_model_dir(models / "test-model")
+    host = StandaloneHost(HostDefaults(model="wd-vit-tagger-v3"), presets_dir=tmp_path / "presets")
+    fresh = build_ui(Tagger(models, "cpu"), host)
+    assert fresh.model.value == "wd-vit-tagger-v3 · not downloaded"
+    make_model_dir(models / "wd-vit-tagger-v3")  # the catalog model's files, put there after the start
+    make_model_dir(models / "added-later")
+    update, status = fresh.page_loaded(fresh.model.value)
+    assert update["value"].startswith("wd-vit-tagger-v3 · downloaded")
+    assert any(c.startswith("added-later · local") for c in update["choices"])
+    assert render.NO_MODEL_LOADED in status
+    update, _ = fresh.page_loaded("test-model · local, 1 kB")  # the user's choice is kept
+    assert update["value"].startswith("test-model · local")
+
+
 def test_presets_save_load_delete_through_the_page(page: Any) -> None:
     saved = page.save_preset(inputs(page, preset=None, preset_name="portraits", general_threshold=0.42, weights=True))
     assert "Preset saved" in saved[page.status]
@@ -178,25 +212,54 @@ def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp
     for i in range(3):
         red().save(folder / f"{i}.png")
     (folder / "bad.png").write_bytes(b"not an image")
-    data = inputs(
-        page,
-        batch_token="t1",
-        batch_input=str(folder),
-        batch_recursive=False,
-        batch_output="",
-        batch_format="[name].txt",
-        batch_existing="skip",
-        batch_json=True,
-    )
-    updates = list(page.run_batch(data))
-    final = updates[-1]
+    stream = page.run_batch(batch_inputs(page, folder, "t1", batch_json=True))
+    final = next(u for u in stream if u.get(page.batch_summary))
     assert "3 tagged" in final[page.batch_summary] and "bad.png" in final[page.batch_summary]
-    assert ["red theme", 3, 100.0] in final[page.batch_table]["value"]
+    assert final[page.batch_table]["value"]["headers"] == ["Tag", "Images", "Share %"]
+    assert ["red theme", 3, 100.0] in final[page.batch_table]["value"]["data"]
+    assert final[page.batch_table]["visible"] is True
+    # gradio copies the CSV when it sends this update, before it asks the handler for more
     csv_lines = Path(final[page.batch_csv]).read_text(encoding="utf-8-sig").splitlines()
     assert csv_lines[0] == "tag,images,share_percent" and "red theme,3,100.0" in csv_lines
+    assert list(stream) == []
     assert (folder / "0.txt").read_text(encoding="utf-8").startswith("red theme")
     assert (folder / "0.json").is_file()
     assert page._batches == {}  # the cancel token is dropped when the batch ends
+
+
+def test_a_rerun_that_skips_everything_hides_the_empty_table(page: Any, tmp_path: Path) -> None:
+    """Given no rows, gradio replaces a table's headers with 1, 2, 3: an empty table is not shown at all."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    red().save(folder / "a.png")
+    first = list(page.run_batch(batch_inputs(page, folder, "t1")))
+    assert first[0][page.batch_table]["visible"] is False  # while it runs there is nothing to show yet
+    assert first[-1][page.batch_table]["visible"] is True
+    again = list(page.run_batch(batch_inputs(page, folder, "t2")))[-1]
+    assert "0 tagged, 1 skipped" in again[page.batch_summary]
+    assert again[page.batch_table]["visible"] is False
+    assert again[page.batch_table]["value"] == {"headers": ["Tag", "Images", "Share %"], "data": []}
+    assert "No tags." in again[page.batch_chart] and again[page.batch_csv] is None
+
+
+def test_batches_leave_no_temporary_folder_behind(page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # this test's own temporary folder
+    (tmp_path / "tmp").mkdir()
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    red().save(folder / "a.png")
+    for i in range(3):
+        stream = page.run_batch(batch_inputs(page, folder, f"t{i}", batch_existing="overwrite"))
+        final = next(u for u in stream if u.get(page.batch_summary))
+        assert Path(final[page.batch_csv]).is_file()
+        assert list(stream) == []  # the handler is done: its CSV has been sent
+        assert list((tmp_path / "tmp").iterdir()) == []
+    stream = page.run_batch(batch_inputs(page, folder, "closed", batch_existing="overwrite"))
+    final = next(u for u in stream if u.get(page.batch_summary))
+    stream.close()  # the browser went away before the end
+    assert not Path(final[page.batch_csv]).exists() and list((tmp_path / "tmp").iterdir()) == []
 
 
 def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
@@ -217,37 +280,87 @@ def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
     assert "outside the output folder" in list(page.run_batch(data))[-1][page.status]
 
 
-def test_cancel_stops_a_running_batch(page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
+class HeldBatch:
+    """Holds the page's batches after their first image until ``release()`` (a gate in the real batch's
+    progress callback), so a test acts while a batch is known to be running; counts the page's progress
+    polls (each one asks the host whether the user interrupted)."""
 
+    def __init__(self, page: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        import tagger.ui.page as page_module
+
+        self.first_image = threading.Event()
+        self._released = threading.Event()
+        self._polled = threading.Condition()
+        self.polls = 0
+        real_run, real_interrupted = page_module.run_batch, page.host.interrupted
+
+        def held_run(*args: Any, progress: Any, **kwargs: Any) -> Any:
+            def report(p: BatchProgress) -> None:
+                progress(p)
+                if p.done == 1:
+                    self.first_image.set()
+                    self._released.wait(60)
+
+            return real_run(*args, progress=report, **kwargs)
+
+        def counted_interrupted() -> bool:
+            with self._polled:
+                self.polls += 1
+                self._polled.notify_all()
+            return real_interrupted()
+
+        monkeypatch.setattr(page_module, "run_batch", held_run)
+        monkeypatch.setattr(page.host, "interrupted", counted_interrupted)
+
+    def wait_polls(self, n: int) -> None:
+        with self._polled:
+            target = self.polls + n
+            assert self._polled.wait_for(lambda: self.polls >= target, 30), "the page stopped polling its batch"
+
+    def release(self) -> None:
+        self._released.set()
+
+    def __enter__(self) -> HeldBatch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def batch_inputs(page: Any, folder: Path, token: str, **overrides: Any) -> dict[Any, Any]:
+    fields = {
+        "batch_token": token,
+        "batch_input": str(folder),
+        "batch_recursive": False,
+        "batch_output": "",
+        "batch_format": "[name].txt",
+        "batch_existing": "skip",
+        "batch_json": False,
+    }
+    return inputs(page, **{**fields, **overrides})
+
+
+def test_cancel_stops_a_running_batch_and_says_so_until_it_stops(
+    page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(6):
         red().save(folder / f"{i}.png")
-    gate = threading.Event()
-    real = page.tagger.load
-
-    def slow_load(model: str) -> Any:
-        gate.wait(5)
-        return real(model)
-
-    monkeypatch.setattr(page.tagger, "load", slow_load)
-    data = inputs(
-        page,
-        batch_token="tok",
-        batch_input=str(folder),
-        batch_recursive=False,
-        batch_output="",
-        batch_format="[name].txt",
-        batch_existing="skip",
-        batch_json=False,
-    )
-    stream = page.run_batch(data)
-    next(stream)  # started
-    assert page.cancel_batch("tok") != gr.update()
-    gate.set()
-    final = list(stream)[-1]
-    assert "Cancelled" in final[page.batch_summary]
+    with HeldBatch(page, monkeypatch) as held:
+        stream = page.run_batch(batch_inputs(page, folder, "tok"))
+        while "1 / 6 images" not in next(stream).get(page.batch_progress, ""):
+            pass
+        page.cancel_batch("tok")
+        for _ in range(3):  # the polls while the batch finishes its image: the numbers, and "cancelling"
+            progress = next(stream)[page.batch_progress]
+            assert render.CANCELLING in progress and "1 / 6 images" in progress
+        held.release()
+        rest = list(stream)
+    assert all(render.CANCELLING in u[page.batch_progress] for u in rest[:-1])
+    assert "Cancelled" in rest[-1][page.batch_summary]
+    assert render.CANCELLING not in rest[-1][page.batch_progress]  # stopped: the last numbers alone
+    assert page._batches == {}  # a finished batch has nothing left to cancel
 
 
 # -- rendering -----------------------------------------------------------------------------------------------
@@ -356,7 +469,7 @@ def test_css_and_javascript_address_only_the_tabs_ids() -> None:
     assert ids and all(i.startswith("tagger_") for i in ids), ids
     assert not re.search(r"getElementById\(", js)
     globals_ = set(re.findall(r"window\.(\w+)\s*=", js))
-    assert globals_ == {"taggerScriptLoaded", "taggerCopy"}
+    assert globals_ == {"taggerScriptLoaded"}
 
 
 def test_counts_csv_has_every_tag(tmp_path: Path) -> None:

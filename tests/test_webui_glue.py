@@ -12,9 +12,11 @@ import html as html_lib
 import importlib.util
 import io
 import runpy
+import shutil
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -152,18 +154,19 @@ def test_stand_in_really_drops_weighted_tags_without_the_protection(host) -> Non
     assert infotext_utils.parse_generation_parameters(WEIGHTED)["Prompt"] == ""
 
 
-def test_gpu_work_holds_the_hosts_queue_lock_and_marks_a_job(host) -> None:
+def test_model_runs_hold_the_hosts_queue_lock_and_jobs_are_marked(host) -> None:
     from modules import call_queue, shared
 
     from tagger.webui import TaggerExtension
 
     ext = TaggerExtension()
+    assert ext.tagger().run_lock is call_queue.queue_lock
     seen = []
-    with ext.host.gpu_section("tagger"):
+    with ext.host.job("tagger"):
         seen.append(call_queue.queue_lock.locked())
         seen.append(shared.state.job)
-    assert seen == [True, "tagger"]
-    assert not call_queue.queue_lock.locked() and shared.state.job == ""
+    assert seen == [False, "tagger"]  # a job marks the host's state; only model runs take the lock
+    assert shared.state.job == ""
     shared.state.interrupt()
     assert ext.host.interrupted()
 
@@ -273,27 +276,210 @@ def test_api_is_mounted_only_with_api_flag_and_honours_api_auth(host) -> None:
     assert bob.status_code == 200 and "red_theme" in bob.json()["caption"]
 
 
-def test_another_tagger_package_shadowing_ours_is_named(host, tmp_path: Path, monkeypatch) -> None:
+def test_unload_after_setting_applies_to_the_api_and_the_tab_at_once(host) -> None:
+    """ "Unload the model after each interrogation" means it everywhere: the API reads the setting per
+    request (no restart), and the tab's checkbox starts from it."""
+    from fastapi import FastAPI
+    from modules import shared
+
+    from tagger.webui import TaggerExtension
+
+    ext = TaggerExtension()
+    ext.tagger().cache.clear()  # the models folder's cache may know this image from another test
+    shared.cmd_opts.api = True
+    app = FastAPI()
+    ext.on_app_started(None, app)
+    body = {"image": _png_b64((255, 0, 0)), "model": "test-model"}
+    (kept,) = _requests(app, [("POST", "/tagger/v1/interrogate", {"json": body})])
+    assert kept.status_code == 200 and [m.name for m in ext.tagger().loaded()] == ["test-model"]
+    shared.opts.data["tagger_unload_after"] = True  # changed in Settings while the WebUI runs
+    (dropped,) = _requests(app, [("POST", "/tagger/v1/interrogate", {"json": {**body, "threshold": 0.5}})])
+    assert dropped.status_code == 200 and ext.tagger().loaded() == []
+    from tagger.ui import build_ui
+
+    assert build_ui(ext.tagger(), ext.host).unload_after.value is True
+
+
+# -- beside the older tagger extensions ------------------------------------------------------------------------
+# Their layout, read in their repositories (toriato/stable-diffusion-webui-wd14-tagger 99bf7d8,
+# picobyte/stable-diffusion-webui-wd14-tagger e72d984, Akegarasu/sd-webui-wd14-tagger 711ba0a): a top-level
+# `tagger/` folder WITHOUT __init__.py whose modules import each other by absolute name, and a scripts/tagger.py
+# importing from it at load. The stand-ins below have their file names and their import lines, nothing else of
+# theirs; each answers where its modules came from, so a test sees whose `tagger` each import found.
+
+_THEIR_API = """
+def on_app_started(_, app):
+    def where():
+        from tagger import utils as at_request_time  # an import when a request comes, as picobyte's code has
+
+        return {"utils": utils.__file__, "at_request_time": at_request_time.__file__}
+
+    app.add_api_route("/older-tagger/where", where, methods=["GET"])
+"""
+_THEIR_UI = """
+def on_ui_tabs():
+    import gradio as gr
+
+    with gr.Blocks(analytics_enabled=False) as blocks:
+        gr.HTML(__file__, elem_id="older_tagger")
+    return [(blocks, "Tagger", "tagger")]
+"""
+_TORIATO = {
+    "api.py": "from tagger import utils\nfrom tagger import api_models as models\n" + _THEIR_API,
+    "api_models.py": "class TaggerInterrogateRequest:\n    pass\n",
+    "dbimutils.py": "",
+    "format.py": "",
+    "interrogator.py": "class Interrogator:\n    pass\n\n\nclass WaifuDiffusionInterrogator(Interrogator):\n    pass\n\n\n"
+    "class DeepDanbooruInterrogator(Interrogator):\n    pass\n",
+    "preset.py": "class Preset:\n    pass\n",
+    "ui.py": "from tagger import format, utils\nfrom tagger.utils import split_str\nfrom tagger.interrogator import "
+    "Interrogator\n" + _THEIR_UI,
+    "utils.py": "from tagger.preset import Preset\nfrom tagger.interrogator import Interrogator, WaifuDiffusionInterrogator\n"
+    "\n\ndef split_str(s):\n    return s.split(',')\n",
+    "../scripts/tagger.py": "from modules import script_callbacks\nfrom tagger.api import on_app_started\n"
+    "from tagger.ui import on_ui_tabs\n\nscript_callbacks.on_app_started(on_app_started)\n"
+    "script_callbacks.on_ui_tabs(on_ui_tabs)\n",
+    "../preload.py": "def preload(parser):\n    parser.add_argument('--deepdanbooru-projects-path', type=str)\n",
+}
+_PICOBYTE = {
+    **_TORIATO,
+    "interrogator.py": "from tagger import settings\nfrom tagger.uiset import QData, IOData\n\n\nclass Interrogator:\n    pass\n"
+    "\n\nclass WaifuDiffusionInterrogator(Interrogator):\n    pass\n\n\nclass DeepDanbooruInterrogator(Interrogator):\n"
+    "    pass\n",
+    "settings.py": "def on_ui_settings():\n    pass\n",
+    "uiset.py": "from tagger import format as tags_format\nfrom tagger import settings\n\n\nclass QData:\n    pass\n\n\n"
+    "class IOData:\n    pass\n",
+    "generator/tf_data_reader.py": "class DataGenerator:\n    pass\n",
+    "ui.py": "from tagger import utils\nfrom tagger.interrogator import Interrogator as It\nfrom tagger.uiset import "
+    "IOData, QData\n" + _THEIR_UI,
+    "utils.py": "from tagger.preset import Preset\nfrom tagger.interrogator import Interrogator, DeepDanbooruInterrogator\n"
+    "from tagger.interrogator import WaifuDiffusionInterrogator\n",
+    "../scripts/tagger.py": "from modules import script_callbacks\nfrom tagger.api import on_app_started\n"
+    "from tagger.ui import on_ui_tabs\nfrom tagger.settings import on_ui_settings\n\n"
+    "script_callbacks.on_app_started(on_app_started)\nscript_callbacks.on_ui_tabs(on_ui_tabs)\n"
+    "script_callbacks.on_ui_settings(on_ui_settings)\n",
+}
+_AKEGARASU = {k: v for k, v in _TORIATO.items() if k != "../preload.py"}
+OLDER = {
+    "toriato": ("stable-diffusion-webui-wd14-tagger", _TORIATO),
+    "picobyte": ("stable-diffusion-webui-wd14-tagger", _PICOBYTE),
+    "akegarasu": ("sd-webui-wd14-tagger", _AKEGARASU),
+}
+
+
+def _older_extension(extensions: Path, which: str) -> Path:
+    folder, files = OLDER[which]
+    root = extensions / folder
+    for name, text in files.items():
+        path = (root / "tagger" / name).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert not (root / "tagger" / "__init__.py").exists()
+    return root
+
+
+def _this_extension(extensions: Path) -> Path:
+    """A copy of this checkout's extension files in an extensions folder beside the older one."""
+    root = extensions / "sd-webui-tagger"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "tagger", root / "tagger", ignore=ignore)
+    shutil.copytree(ROOT / "scripts", root / "scripts", ignore=ignore)
+    shutil.copy(ROOT / "preload.py", root / "preload.py")
+    return root
+
+
+@pytest.fixture
+def fresh_process(host, monkeypatch: pytest.MonkeyPatch):
+    """This process as a WebUI process is when it loads extensions: no `tagger` imported yet, and this checkout
+    not on sys.path (the host puts each extension's folder there itself)."""
+    from modules import scripts
+
+    saved = {n: m for n, m in sys.modules.items() if n == "tagger" or n.startswith("tagger.")}
+    for name in saved:
+        del sys.modules[name]
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
+    scripts.errors.clear()
+    yield scripts
+    for name in [n for n in sys.modules if n == "tagger" or n.startswith("tagger.")]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+def _start_webui(scripts, order: list[Path], host_kind: str) -> tuple[list, Any]:
+    """Preload, load every script, then fire the callbacks as the host does at start; the tabs and the app."""
+    from fastapi import FastAPI
+    from modules import script_callbacks, shared
+
+    importlib.invalidate_caches()
+    scripts.preload_extensions(order, argparse.ArgumentParser())
+    scripts.load_scripts(order, host_kind)
+    shared.cmd_opts.api = True
+    script_callbacks.ui_settings_callback()
+    tabs = script_callbacks.ui_tabs_callback()
+    app = FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    return tabs, app
+
+
+def _elem_values(blocks: Any) -> dict[str, Any]:
+    return {b.elem_id: getattr(b, "value", None) for b in blocks.blocks.values() if getattr(b, "elem_id", None)}
+
+
+@pytest.mark.parametrize("which", list(OLDER))
+@pytest.mark.parametrize("host_kind", ["a1111", "forge"])
+@pytest.mark.parametrize("ours_first", [False, True], ids=["older-first", "ours-first"])
+def test_both_taggers_work_side_by_side(
+    fresh_process, tmp_path: Path, which: str, host_kind: str, ours_first: bool
+) -> None:
+    ours = _this_extension(tmp_path / "extensions")
+    theirs = _older_extension(tmp_path / "extensions", which)
+    order = [ours, theirs] if ours_first else [theirs, ours]
+    tabs, app = _start_webui(fresh_process, order, host_kind)
+    assert fresh_process.errors == []  # no script raised
+    pages = [_elem_values(blocks) for blocks, _, _ in tabs]
+    assert [p["older_tagger"] for p in pages if "older_tagger" in p] == [str(theirs / "tagger" / "ui.py")]
+    assert [p for p in pages if "tagger_prompt" in p] and not [p for p in pages if "tagger_conflict" in p]
+
+    body = {"image": _png_b64((9, 99, 199)), "model": "test-model", "threshold": 0.35}
+    tagged, where = _requests(
+        app, [("POST", "/tagger/v1/interrogate", {"json": body}), ("GET", "/older-tagger/where", {})]
+    )
+    assert tagged.status_code == 200 and tagged.json()["model"] == "test-model"
+    from modules import shared  # the Settings page asks for the model list whenever it is built
+
+    assert "test-model" in shared.opts.data_labels["tagger_default_model"].component_args()["choices"]
+    their_utils = str(theirs / "tagger" / "utils.py")
+    assert where.json() == {"utils": their_utils, "at_request_time": their_utils}
+
+
+def test_both_keep_working_after_reload_ui(fresh_process, tmp_path: Path) -> None:
+    """The WebUI's Reload UI clears the callbacks and runs every script again in the same process."""
     from modules import script_callbacks
 
-    other = tmp_path / "stable-diffusion-webui-wd14-tagger"
-    (other / "tagger").mkdir(parents=True)
-    (other / "tagger" / "__init__.py").write_text("")
-    saved = {n: m for n, m in sys.modules.items() if n == "tagger" or n.startswith("tagger.")}
-    for n in saved:
-        del sys.modules[n]
-    monkeypatch.syspath_prepend(str(other))
-    try:
-        _run_script()
-        tabs = script_callbacks.ui_tabs_callback()
-    finally:
-        for n in [n for n in sys.modules if n == "tagger" or n.startswith("tagger.")]:
-            del sys.modules[n]
-        sys.modules.update(saved)
-    blocks = tabs[0][0]
-    html = next(b.value for b in blocks.blocks.values() if getattr(b, "elem_id", None) == "tagger_conflict")
-    html = html_lib.unescape(html)
-    assert str(other / "tagger") in html and "another extension's 'tagger' package" in html
+    ours = _this_extension(tmp_path / "extensions")
+    theirs = _older_extension(tmp_path / "extensions", "picobyte")
+    _start_webui(fresh_process, [ours, theirs], "forge")
+    script_callbacks.clear()
+    fresh_process.load_scripts([ours, theirs], "forge")
+    assert fresh_process.errors == []
+    script_callbacks.ui_settings_callback()
+    pages = [_elem_values(blocks) for blocks, _, _ in script_callbacks.ui_tabs_callback()]
+    assert any("tagger_prompt" in p for p in pages) and any("older_tagger" in p for p in pages)
+
+
+def test_when_ours_cannot_load_beside_theirs_one_line_says_so(fresh_process, tmp_path: Path) -> None:
+    """Fake: our copy made to fail on import; the tab then names both folders and what to do, theirs works."""
+    ours = _this_extension(tmp_path / "extensions")
+    with (ours / "tagger" / "cache.py").open("a", encoding="utf-8") as f:
+        f.write("\nraise ImportError('stand-in failure')\n")
+    theirs = _older_extension(tmp_path / "extensions", "akegarasu")
+    tabs, _ = _start_webui(fresh_process, [theirs, ours], "a1111")
+    assert fresh_process.errors == []
+    pages = [_elem_values(blocks) for blocks, _, _ in tabs]
+    message = html_lib.unescape(next(p["tagger_conflict"] for p in pages if "tagger_conflict" in p))
+    assert str(ours) in message and str(theirs) in message and "stand-in failure" in message
+    assert "Disable one of the two in the Extensions tab" in message
+    assert any("older_tagger" in p for p in pages)
 
 
 def test_missing_host_api_names_the_webui_version_needed(host, monkeypatch) -> None:
@@ -325,3 +511,39 @@ def test_malformed_api_auth_keeps_the_api_closed(host, caplog) -> None:
     script_callbacks.app_started_callback(None, app)
     assert not any(getattr(r, "path", "").startswith("/tagger/") for r in app.routes)
     assert "not mounted" in caplog.text and "alice" in caplog.text
+
+
+def test_tab_and_api_say_why_cuda_did_not_start_in_auto(host, monkeypatch) -> None:
+    """The WebUI's default device is auto; a CUDA provider that is offered and does not start is said in the
+    tab's status and in the API's provider_note. Fake: onnxruntime's provider list offers CUDA, as the GPU
+    build does; the session is real and this machine's CPU build starts it without CUDA. The images are
+    this test's own, so that the models folder's probability cache cannot answer for the model."""
+    import onnxruntime
+    from fastapi import FastAPI
+    from modules import script_callbacks, shared
+
+    from tagger.runtime import CPU, CUDA
+    from tagger.ui import build_ui
+    from tagger.webui import TaggerExtension
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [CUDA, CPU])
+    shared.cmd_opts.tagger_device = "auto"
+    shared.opts.data["tagger_default_model"] = "test-model"
+    ext = TaggerExtension()
+    page = build_ui(ext.tagger(), ext.host)
+    data = {c: c.value for c in page.controls}
+    data.update({page.image: Image.new("RGB", (40, 40), (7, 77, 177)), page.model: "test-model"})
+    data.update({page.unload_after: False, page.last: None})
+    status = html_lib.unescape(page.interrogate(data, lambda *a, **k: None)[page.status])
+    assert "CUDA is not used:" in status
+
+    _run_script()
+    shared.cmd_opts.api = True
+    app = FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    body = {"image": _png_b64((7, 78, 178)), "model": "test-model", "threshold": 0.35}
+    tagged, loaded = _requests(
+        app, [("POST", "/tagger/v1/interrogate", {"json": body}), ("GET", "/tagger/v1/loaded", {})]
+    )
+    assert tagged.json()["provider"] == "CPU" and tagged.json()["provider_note"].startswith("CUDA is not used:")
+    assert loaded.json()["models"][0]["provider_note"].startswith("CUDA is not used:")

@@ -21,7 +21,7 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from tagger.batch import BatchConfig, BatchProgress, BatchSummary, run_batch
+from tagger.batch import BatchConfig, BatchConfigError, BatchProgress, BatchSummary, check_roots, run_batch
 from tagger.cache import CachedProbs
 from tagger.engine import Tagger
 from tagger.errors import TaggerError
@@ -38,6 +38,15 @@ log = logging.getLogger(__name__)
 TOP_TAGS = 40  # tags shown as bars
 BATCH_POLL_S = 0.25  # how often the batch progress is refreshed
 EXISTING_CHOICES = ["skip", "overwrite", "append", "prepend"]
+TABLE_HEADERS = ["Tag", "Images", "Share %"]
+
+
+def table_update(rows: list[list[object]]) -> Any:
+    """The frequency table showing ``rows``, hidden while it has none (the chart beside it then says so).
+
+    The headers travel with the rows: given no rows, gradio drops the component's headers and shows 1, 2, 3.
+    """
+    return gr.update(value={"headers": TABLE_HEADERS, "data": rows}, visible=bool(rows))
 
 
 @dataclass(frozen=True)
@@ -53,13 +62,21 @@ class LastPrediction:
     hit: CachedProbs | None = None  # the probability cache's entry when it answered: exact above its floor
 
 
+@dataclass
+class _RunningBatch:
+    """A batch in progress: its cancel switch and the last progress its worker reported."""
+
+    cancel: threading.Event
+    latest: BatchProgress | None = None
+
+
 class TaggerPage:
     """Builds the page for one ``Tagger`` and ``Host``; holds no per-user state (that lives in gr.State)."""
 
     def __init__(self, tagger: Tagger, host: Host) -> None:
         self.tagger = tagger
         self.host = host
-        self._batches: dict[str, threading.Event] = {}
+        self._batches: dict[str, _RunningBatch] = {}
         self._batches_lock = threading.Lock()
 
     # -- building ----------------------------------------------------------------------------------------
@@ -79,7 +96,7 @@ class TaggerPage:
             self._wire()
             if head_js:
                 demo.load(None, None, None, **compat.js(head_js))
-            demo.load(self.status_now, None, [self.status], queue=False)
+            demo.load(self.page_loaded, [self.model], [self.model, self.status], queue=False)
         self.demo = demo
         return demo
 
@@ -167,25 +184,27 @@ class TaggerPage:
 
     def _build_outputs(self) -> None:
         self.status = gr.HTML(render.status_html(), elem_id="tagger_status")
+        # Copying is the textbox's own button (gradio 3.41 and 4.x, in the WebUI and the standalone page).
         self.prompt = compat.SendableTextbox(
             label="Prompt", lines=4, max_lines=12, elem_id="tagger_prompt", show_copy_button=True, interactive=True
         )
         self.prompt.outgoing = self.host.send_text
-        with gr.Row(elem_id="tagger_send_row"):
-            self.send_buttons = self.host.add_send_buttons(self.image, self.prompt)
-            if not self.send_buttons:
-                self.copy_btn = gr.Button("Copy prompt", elem_id="tagger_copy")
+        self.send_buttons: list[Any] = []
+        if self.host.send_targets():
+            with gr.Row(elem_id="tagger_send_row"):
+                self.send_buttons = self.host.add_send_buttons(self.image, self.prompt)
         self.ratings = gr.Label(label="Rating", num_top_classes=4, elem_id="tagger_ratings")
         self.tags = gr.Label(label="Tags (click one to exclude it)", num_top_classes=TOP_TAGS, elem_id="tagger_tags")
         with gr.Group(visible=False, elem_id="tagger_batch_results") as self.batch_results:
             self.batch_progress = gr.HTML(elem_id="tagger_batch_progress")
             self.batch_summary = gr.HTML(elem_id="tagger_batch_summary")
             self.batch_table = gr.Dataframe(
-                headers=["Tag", "Images", "Share %"],
+                headers=TABLE_HEADERS,
                 datatype=["str", "number", "number"],
                 label="Most frequent tags",
                 interactive=False,
                 wrap=True,
+                visible=False,
                 elem_id="tagger_batch_top",
             )
             self.batch_chart = gr.HTML(elem_id="tagger_batch_chart")
@@ -210,13 +229,6 @@ class TaggerPage:
         )
         self.refresh_btn.click(self.refresh_models, [self.model], [self.model], queue=False)
         self.unload_btn.click(self.unload_all, None, [self.status], queue=False)
-        if getattr(self, "copy_btn", None) is not None:
-            self.copy_btn.click(
-                None,
-                [self.prompt],
-                None,
-                **compat.js("(text) => { if (window.taggerCopy) { window.taggerCopy(text); } return []; }"),
-            )
 
         preset_inputs = {self.preset, self.preset_name, self.model, *c}
         self.preset_save.click(self.save_preset, preset_inputs, [self.preset, self.status], queue=False)
@@ -247,7 +259,7 @@ class TaggerPage:
         self.batch_start.click(self.new_batch_token, None, [self.batch_token], queue=False).then(
             self.run_batch, batch_inputs, batch_outputs
         )
-        self.batch_cancel.click(self.cancel_batch, [self.batch_token], [self.batch_progress], queue=False)
+        self.batch_cancel.click(self.cancel_batch, [self.batch_token], None, queue=False)
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -315,26 +327,13 @@ class TaggerPage:
         model = render.choice_to_model(data[self.model])
         if not model:
             return {self.status: self._error("No model chosen.")}
-        progress(0, desc=f"Preparing {model}…")
-        self.tagger.resolve(model)  # downloads on first use, outside the GPU lock; tqdm shows in the page
-        progress(0.9, desc=f"Tagging with {model}…")
-        with self.host.gpu_section("tagger"):
-            loaded = self.tagger.load(model)
+        progress(0, desc=f"Tagging with {model}…")  # a download on first use shows its tqdm bar here
+        with self.host.job("tagger"):
             tags = self.tagger.tag_image(model, image, options)
         message = ""
-        if data[self.unload_after]:
-            self.tagger.unload(model)
+        if data[self.unload_after] and self.tagger.unload(model):
             message = "Model unloaded after use."
-        assert tags.probs is not None
-        last = LastPrediction(
-            tags.model,
-            tags.probs,
-            loaded.labels,
-            tags.provider,
-            tags.elapsed,
-            loaded.device_note,
-            tags.hit,
-        )
+        last = LastPrediction(tags.model, tags.probs, tags.labels, tags.provider, tags.elapsed, tags.note, tags.hit)
         prompt, ratings, bars = self._tag_views(tags.result, options)
         return {
             self.prompt: prompt,
@@ -381,6 +380,12 @@ class TaggerPage:
 
     def status_now(self) -> str:
         return render.status_html(loaded=self._loaded_names())
+
+    def page_loaded(self, current: str) -> tuple[Any, str]:
+        """Each page (re)load: the models as they are on disk now, the chosen one kept, and those loaded.
+
+        The page is built once, at the start; models downloaded or added since then show on a reload."""
+        return self._model_update(current), self.status_now()
 
     # -- presets -----------------------------------------------------------------------------------------
 
@@ -431,13 +436,13 @@ class TaggerPage:
     def new_batch_token(self) -> str:
         return uuid.uuid4().hex
 
-    def cancel_batch(self, token: str) -> Any:
+    def cancel_batch(self, token: str) -> None:
+        """Ask the batch to stop after its current image. The batch's own progress updates say so from its
+        next poll until it stops: one stream writes the progress, so no later update can hide the notice."""
         with self._batches_lock:
-            event = self._batches.get(token or "")
-        if event is None:
-            return gr.update()
-        event.set()
-        return render.progress_html(None, starting="Cancelling after the current image…")
+            running = self._batches.get(token or "")
+        if running is not None:
+            running.cancel.set()
 
     def _batch_config(self, data: dict[Any, Any]) -> BatchConfig:
         inputs = [
@@ -447,7 +452,13 @@ class TaggerPage:
             raise TaggerError("Batch: type the folder of the images to caption.")
         output = (data[self.batch_output] or "").strip()
         batch_size = self.host.defaults().batch_size
-        return BatchConfig(
+        roots = self.host.batch_roots()
+        if roots == ():
+            raise TaggerError(
+                "Batch from folder is off on this server: it was started without --batch-root, and it can be "
+                "reached from other machines. Start it with --batch-root FOLDER to allow a folder."
+            )
+        config = BatchConfig(
             inputs=inputs,
             recursive=bool(data[self.batch_recursive]),
             output_dir=Path(output).expanduser() if output else None,
@@ -455,7 +466,13 @@ class TaggerPage:
             existing=data[self.batch_existing] or "skip",
             json_sidecar=bool(data[self.batch_json]),
             batch_size=batch_size or None,
+            roots=roots,
         )
+        try:
+            check_roots(config)
+        except BatchConfigError as e:
+            raise TaggerError(f"Batch: {e}. The server allows more with --batch-root FOLDER.") from e
+        return config
 
     def run_batch(self, data: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Run a batch in a worker thread and stream its progress into the page."""
@@ -468,19 +485,19 @@ class TaggerPage:
             yield {**shown, self.batch_progress: "", self.status: self._error(str(e))}
             return
         model = render.choice_to_model(data[self.model])
-        cancel = threading.Event()
+        running = _RunningBatch(threading.Event())
+        cancel = running.cancel
         with self._batches_lock:
-            self._batches[token] = cancel
-        latest: list[BatchProgress | None] = [None]
+            self._batches[token] = running
         outcome: dict[str, Any] = {}
+
+        def report(p: BatchProgress) -> None:
+            running.latest = p
 
         def work() -> None:
             try:
-                self.tagger.resolve(model)
-                with self.host.gpu_section("tagger-batch"):
-                    outcome["summary"] = run_batch(
-                        self.tagger, model, config, options, progress=lambda p: latest.__setitem__(0, p), cancel=cancel
-                    )
+                with self.host.job("tagger-batch"):
+                    outcome["summary"] = run_batch(self.tagger, model, config, options, progress=report, cancel=cancel)
             except TaggerError as e:
                 outcome["error"] = str(e)
             except Exception as e:
@@ -494,7 +511,7 @@ class TaggerPage:
                 self.batch_progress: render.progress_html(None, starting=f"Loading {model}…"),
                 self.batch_summary: "",
                 self.batch_chart: "",
-                self.batch_table: gr.update(value=[]),
+                self.batch_table: table_update([]),
                 self.batch_csv: None,
             }
             worker.start()
@@ -502,8 +519,8 @@ class TaggerPage:
                 worker.join(BATCH_POLL_S)
                 if self.host.interrupted():
                     cancel.set()
-                if latest[0] is not None:
-                    yield {self.batch_progress: render.progress_html(latest[0])}
+                if running.latest is not None or cancel.is_set():
+                    yield {self.batch_progress: render.progress_html(running.latest, cancelling=cancel.is_set())}
         finally:
             if worker.is_alive():  # the page went away: stop the batch too
                 cancel.set()
@@ -513,18 +530,22 @@ class TaggerPage:
             yield {self.batch_progress: "", self.status: self._error(outcome["error"])}
             return
         summary: BatchSummary = outcome["summary"]
-        yield self._batch_result(summary, latest[0], data[self.model])
+        # gradio copies the CSV into its own file cache when it sends this last update, before it asks the
+        # generator for more; the folder goes then (or when the generator is closed, or at exit).
+        with tempfile.TemporaryDirectory(prefix="tagger-batch-") as folder:
+            yield self._batch_result(summary, running.latest, data[self.model], Path(folder))
 
-    def _batch_result(self, summary: BatchSummary, last: BatchProgress | None, model_choice: str) -> dict[Any, Any]:
+    def _batch_result(
+        self, summary: BatchSummary, last: BatchProgress | None, model_choice: str, folder: Path
+    ) -> dict[Any, Any]:
         rows = render.top_tags(summary.tag_counts, summary.tagged)
         csv_path = None
         if summary.tag_counts:
-            folder = Path(tempfile.mkdtemp(prefix="tagger-batch-"))
             csv_path = str(render.write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
         return {
             self.batch_progress: render.progress_html(last) if last else "",
             self.batch_summary: render.summary_html(summary),
-            self.batch_table: gr.update(value=rows),
+            self.batch_table: table_update(rows),
             self.batch_chart: render.bar_chart_html(rows),
             self.batch_csv: csv_path,
             self.status: render.status_html(loaded=self._loaded_names()),

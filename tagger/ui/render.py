@@ -17,6 +17,7 @@ from tagger.postprocess import TagResult, format_tag
 CHOICE_SEP = " · "
 NOT_DOWNLOADED = "not downloaded"
 NO_MODEL_LOADED = "No model loaded"
+CANCELLING = "Cancelling after the current image…"
 
 
 # -- models ------------------------------------------------------------------------------------------
@@ -125,9 +126,11 @@ def duration(seconds: float | None) -> str:
     return f"{s} s"
 
 
-def progress_html(p: BatchProgress | None, *, starting: str = "") -> str:
+def progress_html(p: BatchProgress | None, *, starting: str = "", cancelling: bool = False) -> str:
+    """The batch's progress bar and counts; ``cancelling`` adds the line saying that a cancel is under way."""
+    note = f"<div class='tagger-progress-cancelling'>{_esc(CANCELLING)}</div>" if cancelling else ""
     if p is None:
-        return f"<div class='tagger-progress-text'>{_esc(starting or 'Starting…')}</div>"
+        return note or f"<div class='tagger-progress-text'>{_esc(starting or 'Starting…')}</div>"
     pct = 100.0 * p.done / p.total if p.total else 100.0
     text = (
         f"{p.done} / {p.total} images ({pct:.0f}%) · {p.tagged} tagged, {p.skipped} skipped, {p.failed} failed"
@@ -137,7 +140,7 @@ def progress_html(p: BatchProgress | None, *, starting: str = "") -> str:
     return (
         f"<div class='tagger-progress' role='progressbar' aria-valuemin='0' aria-valuemax='{p.total}' "
         f"aria-valuenow='{p.done}'><div class='tagger-progress-fill' style='width:{pct:.1f}%'></div></div>"
-        f"<div class='tagger-progress-text'>{_esc(text)}</div>{current}"
+        f"<div class='tagger-progress-text'>{_esc(text)}</div>{note}{current}"
     )
 
 

@@ -1,0 +1,293 @@
+"""The routes. Each is a few lines over the engine's ``Tagger.tag_many``, the call the tab, the CLI and
+batch captions make too: cache lookups, one download or load per model however many requests ask, the
+model's run under the engine's lock, per-image errors."""
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tagger.api.auth import BasicAuth, DocumentedBasicAuth
+from tagger.api.errors import ApiError, error_response, json_error
+from tagger.api.limits import ApiLimits, LimitedRequest, check_length
+from tagger.api.payload import decode_base64_image, legacy_caption
+from tagger.api.schemas import (
+    ERROR_RESPONSES,
+    BatchItem,
+    InterrogateBatchRequest,
+    InterrogateBatchResponse,
+    InterrogateRequest,
+    InterrogateResponse,
+    InterrogatorsResponse,
+    ItemError,
+    LoadedOut,
+    LoadedResponse,
+    ModelOut,
+    ModelsResponse,
+    TagsOut,
+    UnloadRequest,
+    UnloadResponse,
+    unknown_fields,
+)
+from tagger.catalog import canonical
+from tagger.engine import ImageTags, Tagger
+from tagger.errors import ImageError, OptionsError
+from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping
+from tagger.runtime import LoadedModel
+
+log = logging.getLogger(__name__)
+
+
+def request_options(req: BaseModel, warnings: list[str]) -> TagOptions:
+    """The TagOptions of a request.
+
+    ``threshold`` keeps the earlier extensions' meaning, so that their clients get the tags they got: those
+    extensions applied it to every non-rating tag, characters included (toriato's ``postprocess_tags`` over
+    all rows after the ratings). It sets general_threshold, and character_threshold unless that is given.
+    """
+    given = {name: getattr(req, name) for name in OPTION_FIELDS if getattr(req, name) is not None}
+    threshold = getattr(req, "threshold", None)
+    if threshold is not None:
+        if "general_threshold" in given and given["general_threshold"] != threshold:
+            raise OptionsError("threshold", "conflicts with general_threshold (threshold is its old name): give one")
+        given["general_threshold"] = threshold
+        given.setdefault("character_threshold", threshold)
+    for name in unknown_fields(req)[:20]:
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        warnings.append(f"unknown field '{shown}' ignored")
+    return options_from_mapping(given)
+
+
+def _tags_fields(item: ImageTags) -> dict[str, Any]:
+    r = item.result
+    caption = legacy_caption(r, item.labels)
+    return {"caption": caption, "prompt": r.prompt, "rating": r.rating, "general": r.general, "character": r.character}
+
+
+def _failed(index: int, err: ImageError) -> BatchItem:
+    return BatchItem(index=index, ok=False, error=ItemError(error=str(err), field=err.source))
+
+
+def _loaded_out(m: LoadedModel) -> LoadedOut:
+    return LoadedOut(
+        name=m.name,
+        provider=m.provider_label,
+        provider_note=m.device_note or None,
+        input_size=m.size,
+        fixed_batch=m.fixed_batch,
+        threads=m.threads,
+    )
+
+
+class Routes:
+    """The endpoints of one mounted API, over one engine."""
+
+    def __init__(
+        self, tagger: Tagger, limits: ApiLimits, auth: BasicAuth, unload_after: Callable[[], bool] | None
+    ) -> None:
+        self.tagger = tagger
+        self.limits = limits
+        self.auth = auth
+        self.unload_after = unload_after or (lambda: False)
+        # Images decoded at once across all requests (memory: see ApiLimits.max_concurrent_decodes).
+        self.decode_slots = threading.BoundedSemaphore(limits.max_concurrent_decodes)
+
+    # -- shared steps ----------------------------------------------------------------------------------
+    def model_name(self, text: str, warnings: list[str]) -> str:
+        """The catalog or folder name of the model ``text`` names (older extensions' names included)."""
+        wanted = text.strip()
+        names = [m.name for m in self.tagger.list_models()]
+        target = wanted if wanted in names else canonical(wanted)
+        if target in names:
+            if target != wanted:
+                warnings.append(f"model '{wanted}' is called '{target}' here")
+            return target  # type: ignore[return-value]
+        shown = text if len(text) <= 100 else text[:100] + "..."
+        raise ApiError(
+            404,
+            f"Unknown model '{shown}'. Known models: {', '.join(names)} (GET interrogators lists them).",
+            "model",
+            {"known": names},
+        )
+
+    def tag(self, name: str, images: list[bytes], opts: TagOptions) -> list[ImageTags | ImageError]:
+        """The engine's answer for every image, in order. A model still downloading or loading after the
+        configured wait raises ModelBusyError (503 with Retry-After) while the work goes on."""
+        try:
+            return list(
+                self.tagger.tag_many(
+                    name,
+                    images,
+                    opts,
+                    wait=self.limits.download_timeout_s,
+                    max_pixels=self.limits.max_pixels,
+                    decode_slots=self.decode_slots,
+                )
+            )
+        finally:
+            if self.unload_after():
+                self.tagger.unload(name)
+
+    # -- endpoints ------------------------------------------------------------------------------------
+    def interrogators(self) -> InterrogatorsResponse:
+        """Names of the models (catalog and local), as the earlier tagger extensions answered."""
+        return InterrogatorsResponse(models=[m.name for m in self.tagger.list_models()])
+
+    def models(self) -> ModelsResponse:
+        """Every model with whether it is downloaded, loaded or being downloaded/loaded now."""
+        loaded = {m.name for m in self.tagger.loaded()}
+        busy = self.tagger.busy()
+        return ModelsResponse(
+            models=[
+                ModelOut(
+                    name=m.name,
+                    display_name=m.display_name,
+                    family=m.family,
+                    repo_id=m.repo_id,
+                    revision=m.revision,
+                    downloaded=m.downloaded,
+                    size_bytes=m.size_bytes,
+                    tags=m.tags,
+                    loaded=m.name in loaded,
+                    loading=m.name in busy,
+                )
+                for m in self.tagger.list_models()
+            ]
+        )
+
+    def interrogate(self, req: InterrogateRequest) -> InterrogateResponse:  # type: ignore[valid-type]
+        """Tag one image. The answer's ``caption`` is the earlier extensions' answer; the rest is new."""
+        start = time.perf_counter()
+        warnings: list[str] = []
+        opts = request_options(req, warnings)
+        name = self.model_name(req.model, warnings)  # type: ignore[attr-defined]
+        data = decode_base64_image(req.image, "image")  # type: ignore[attr-defined]
+        (item,) = self.tag(name, [data], opts)
+        if isinstance(item, ImageError):
+            raise ImageError("image", item.reason)
+        return InterrogateResponse(
+            **_tags_fields(item),
+            model=item.model,
+            provider=item.provider,
+            provider_note=item.note or None,
+            elapsed=time.perf_counter() - start,
+            warnings=warnings,
+        )
+
+    def interrogate_batch(self, req: InterrogateBatchRequest) -> InterrogateBatchResponse:  # type: ignore[valid-type]
+        """Tag several images with one model; one item per image, in order. A bad image fails alone."""
+        start = time.perf_counter()
+        warnings: list[str] = []
+        opts = request_options(req, warnings)
+        images: list[str] = req.images  # type: ignore[attr-defined]
+        if not images:
+            raise ApiError(422, "images: give at least one image", "images")
+        if len(images) > self.limits.max_images_per_request:
+            limit = self.limits.max_images_per_request
+            raise ApiError(413, f"images: {len(images)} images, over the limit of {limit} per request", "images")
+        name = self.model_name(req.model, warnings)  # type: ignore[attr-defined]
+        items: list[BatchItem | None] = [None] * len(images)
+        good: list[tuple[int, bytes]] = []
+        for i, text in enumerate(images):
+            try:
+                good.append((i, decode_base64_image(text, f"images[{i}]")))
+            except ImageError as e:
+                items[i] = _failed(i, e)
+        model, provider, note = name, "cache", None
+        answers = self.tag(name, [data for _, data in good], opts) if good else []
+        for (i, _), item in zip(good, answers, strict=True):
+            if isinstance(item, ImageError):
+                items[i] = _failed(i, ImageError(f"images[{i}]", item.reason))
+                continue
+            items[i] = BatchItem(index=i, ok=True, result=TagsOut(**_tags_fields(item)))
+            model = item.model
+            if not item.cached:
+                provider, note = item.provider, item.note or None
+        return InterrogateBatchResponse(
+            results=[item for item in items if item is not None],
+            model=model,
+            provider=provider,
+            provider_note=note,
+            elapsed=time.perf_counter() - start,
+            warnings=warnings,
+        )
+
+    def unload_interrogators(self) -> str:
+        """Unload every model (the earlier extensions' route and answer, which holds the count)."""
+        return f"Successfully unload {self.tagger.unload_all()} model(s)"
+
+    def unload(self, req: UnloadRequest | None = None) -> UnloadResponse:
+        """Unload one model by name, or all of them when no name is given."""
+        model = req.model if req is not None else None
+        if model is None:
+            unloaded = [m.name for m in self.tagger.loaded()]
+            count = self.tagger.unload_all()
+        else:
+            name = self.model_name(model, [])
+            count = int(self.tagger.unload(name))
+            unloaded = [name] if count else []
+        return UnloadResponse(unloaded=count, models=unloaded, loaded=[_loaded_out(m) for m in self.tagger.loaded()])
+
+    def loaded(self) -> LoadedResponse:
+        """The models in memory and where each runs."""
+        return LoadedResponse(models=[_loaded_out(m) for m in self.tagger.loaded()])
+
+    # -- wiring ---------------------------------------------------------------------------------------
+    def add_to(self, router: APIRouter, prefix: str) -> None:
+        """Add the routes straight to ``router`` (the app's own): every version of FastAPI keeps them there
+        as they are, so that a later mount can find and replace them (newer ones nest included routers)."""
+        route_class = type("TaggerRoute", (TaggerRoute,), {"routes": self})
+        deps = [Depends(DocumentedBasicAuth(scheme_name="HTTPBasic", auto_error=False))] if self.auth.enabled else []
+        table: list[tuple[str, Callable[..., Any], str, Any, str]] = [
+            ("interrogators", self.interrogators, "GET", InterrogatorsResponse, "List model names"),
+            ("models", self.models, "GET", ModelsResponse, "List models with details"),
+            ("interrogate", self.interrogate, "POST", InterrogateResponse, "Tag one image"),
+            ("interrogate/batch", self.interrogate_batch, "POST", InterrogateBatchResponse, "Tag several images"),
+            ("unload-interrogators", self.unload_interrogators, "POST", str, "Unload all models"),
+            ("unload", self.unload, "POST", UnloadResponse, "Unload one model or all"),
+            ("loaded", self.loaded, "GET", LoadedResponse, "Models in memory"),
+        ]
+        for path, endpoint, method, response_model, summary in table:
+            router.add_api_route(
+                f"{prefix}/{path}",
+                endpoint,
+                methods=[method],
+                dependencies=deps,
+                tags=["tagger"],
+                responses=ERROR_RESPONSES,
+                route_class_override=route_class,
+                response_model=response_model,
+                summary=summary,
+            )
+
+
+class TaggerRoute(APIRoute):
+    """Checks credentials and the body size before FastAPI reads the body, and turns every error of our
+    routes into the JSON error answer. ``routes`` is set on a subclass made per mount."""
+
+    routes: Routes
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        routes = self.routes
+
+        async def route(request: Request) -> Response:
+            try:
+                routes.auth.check(request)
+                check_length(request, routes.limits.max_body_bytes)
+                return await handler(LimitedRequest(request.scope, request.receive, routes.limits.max_body_bytes))
+            except Exception as exc:
+                try:
+                    return error_response(exc, request)
+                except Exception:  # an answer must always go out, even if the error cannot be described
+                    log.exception("tagger API: could not describe the error %r", exc)
+                    return json_error(500, f"internal error ({type(exc).__name__})", None)
+
+        return route

@@ -1,0 +1,219 @@
+"""Request and response models of the HTTP API, for pydantic 1 (A1111) and 2 (Forge).
+
+No ``from __future__ import annotations`` in this package: FastAPI 0.94 with pydantic 1 (the WebUI's
+versions) resolves endpoint and model annotations at runtime and needs real types.
+"""
+
+from typing import Any, get_origin, get_type_hints
+
+import pydantic
+from pydantic import BaseModel, Field, create_model
+
+from tagger.options import OPTION_FIELDS, TagOptions
+
+PYDANTIC_V2 = int(pydantic.VERSION.split(".")[0]) >= 2
+
+
+def _no_huge_ints(value: Any) -> Any:
+    # pydantic 1 lets OverflowError escape from float("9" * 400): refuse such numbers as a field error.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1000:
+        raise ValueError("number too large")
+    return value
+
+
+if PYDANTIC_V2:
+
+    class _RequestModel(BaseModel):
+        """Unknown fields are kept (and reported as warnings), never refused: older clients send extras."""
+
+        model_config = pydantic.ConfigDict(extra="allow")
+
+    def unknown_fields(req: BaseModel) -> list[str]:
+        return sorted(req.model_extra or {})
+
+else:
+
+    class _RequestModel(BaseModel):  # type: ignore[no-redef]
+        """Unknown fields are kept (and reported as warnings), never refused: older clients send extras."""
+
+        class Config:
+            extra = "allow"
+
+        _check_ints = pydantic.validator("*", pre=True, allow_reuse=True)(_no_huge_ints)
+
+    def unknown_fields(req: BaseModel) -> list[str]:
+        return sorted(set(req.__dict__) - set(req.__fields__))
+
+
+def _json_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[]" if not value else repr(list(value))
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def _option_fields() -> dict[str, Any]:
+    """Request fields for every TagOptions field, from its metadata: optional, with range and description.
+
+    Tag lists accept a list of strings or one comma-separated string.
+    """
+    hints = get_type_hints(TagOptions)
+    defs: dict[str, Any] = {}
+    for name, f in OPTION_FIELDS.items():
+        typ: Any = hints[name]
+        if get_origin(typ) is tuple:
+            typ = list[str] | str
+        limits = {k: f.metadata[k] for k in ("ge", "le") if k in f.metadata}
+        description = f"{f.metadata.get('description', '')} Default: {_json_text(f.default)}."
+        defs[name] = (typ | None, Field(None, description=description, **limits))
+    return defs
+
+
+_MODEL_DESCRIPTION = (
+    "Model name, as listed by GET interrogators: a catalog model or a folder in the models folder (the "
+    "earlier extensions' names, such as wd14-vit-v2, are accepted too). A catalog model not downloaded yet "
+    "is downloaded first."
+)
+_THRESHOLD_DESCRIPTION = (
+    "The earlier extensions' threshold, with their meaning: minimum probability of every tag (0..1). Sets "
+    "general_threshold, and character_threshold unless that is given."
+)
+_IMAGE_DESCRIPTION = (
+    "The image file (PNG, JPEG, WebP, ...), base64-encoded. A data: URL prefix such as "
+    "'data:image/png;base64,', line breaks and the URL-safe alphabet are accepted."
+)
+
+
+class _InterrogateFields(_RequestModel):
+    image: str = Field(..., description=_IMAGE_DESCRIPTION)
+    model: str = Field(..., description=_MODEL_DESCRIPTION)
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description=_THRESHOLD_DESCRIPTION)
+
+
+class _BatchFields(_RequestModel):
+    images: list[str] = Field(
+        ...,
+        description="The images, each base64-encoded as in POST interrogate; answered in this order.",
+    )
+    model: str = Field(..., description=_MODEL_DESCRIPTION)
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description=_THRESHOLD_DESCRIPTION)
+
+
+InterrogateRequest = create_model(  # type: ignore[call-overload]
+    "InterrogateRequest", __base__=_InterrogateFields, __module__=__name__, **_option_fields()
+)
+InterrogateRequest.__doc__ = "One image to tag, with the earlier extensions' fields and every tag option."
+InterrogateBatchRequest = create_model(  # type: ignore[call-overload]
+    "InterrogateBatchRequest", __base__=_BatchFields, __module__=__name__, **_option_fields()
+)
+InterrogateBatchRequest.__doc__ = "Several images to tag with one model and one set of options."
+
+
+class UnloadRequest(_RequestModel):
+    model: str | None = Field(None, description="The model to unload; all models when left out.")
+
+
+_CAPTION_DESCRIPTION = (
+    "The earlier extensions' answer: every rating (in the model's order), then the tags that passed, "
+    "highest probability first, each with its probability."
+)
+
+
+class TagsOut(BaseModel):
+    caption: dict[str, float] = Field(..., description=_CAPTION_DESCRIPTION)
+    prompt: str = Field(..., description="The tags as a prompt, formatted by the options.")
+    rating: dict[str, float] = Field(..., description="Every rating with its probability, highest first.")
+    general: dict[str, float] = Field(..., description="General tags that passed, in prompt order (csv names).")
+    character: dict[str, float] = Field(..., description="Character tags that passed, in prompt order.")
+
+
+class InterrogateResponse(TagsOut):
+    model: str = Field(..., description="The model that answered (its catalog or folder name).")
+    provider: str = Field(..., description="Where it ran: CPU or CUDA.")
+    provider_note: str | None = Field(
+        None, description="Why CUDA was asked for and is not used, with the fix; null otherwise."
+    )
+    elapsed: float = Field(..., description="Seconds this request took on the server.")
+    warnings: list[str] = Field(default_factory=list, description="Ignored fields, renamed models.")
+
+
+class ItemError(BaseModel):
+    error: str = Field(..., description="What is wrong with this image.")
+    field: str = Field(..., description="Which image: images[i].")
+
+
+class BatchItem(BaseModel):
+    index: int = Field(..., description="Position of the image in the request.")
+    ok: bool = Field(..., description="True when the image was tagged.")
+    result: TagsOut | None = Field(None, description="The tags; null when the image failed.")
+    error: ItemError | None = Field(None, description="Why the image failed; null when it was tagged.")
+
+
+class InterrogateBatchResponse(BaseModel):
+    results: list[BatchItem] = Field(..., description="One item per image, in request order.")
+    model: str = Field(..., description="The model that answered.")
+    provider: str = Field(..., description="Where it ran: CPU or CUDA.")
+    provider_note: str | None = Field(None, description="Why CUDA is not used, with the fix; else null.")
+    elapsed: float = Field(..., description="Seconds this request took on the server.")
+    warnings: list[str] = Field(default_factory=list, description="Ignored fields, renamed models.")
+
+
+class InterrogatorsResponse(BaseModel):
+    models: list[str] = Field(..., description="Names of the catalog models and the local model folders.")
+
+
+class ModelOut(BaseModel):
+    name: str
+    display_name: str
+    family: str = Field(..., description="v3, v2 or local.")
+    repo_id: str | None = Field(None, description="Hugging Face repository; null for local models.")
+    revision: str | None = None
+    downloaded: bool = Field(..., description="Its files are here (models folder or Hugging Face cache).")
+    size_bytes: int | None = Field(None, description="Size of its files; null when not downloaded.")
+    tags: int | None = Field(None, description="Number of tags the model knows.")
+    loaded: bool = Field(..., description="In memory now.")
+    loading: bool = Field(..., description="Being downloaded or loaded now.")
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelOut]
+
+
+class LoadedOut(BaseModel):
+    name: str
+    provider: str = Field(..., description="CPU or CUDA.")
+    provider_note: str | None = Field(None, description="Why CUDA is not used, with the fix; else null.")
+    input_size: int = Field(..., description="Side of the square the model sees, in pixels.")
+    fixed_batch: int | None = Field(None, description="Batch size the model is fixed to; null if dynamic.")
+    threads: int = Field(..., description="CPU threads of its session.")
+
+
+class LoadedResponse(BaseModel):
+    models: list[LoadedOut]
+
+
+class UnloadResponse(BaseModel):
+    unloaded: int = Field(..., description="How many models were unloaded.")
+    models: list[str] = Field(..., description="Their names.")
+    loaded: list[LoadedOut] = Field(..., description="What is still loaded.")
+
+
+class ErrorResponse(BaseModel):
+    error: str = Field(..., description="What went wrong, naming the field.")
+    field: str | None = Field(None, description="The request field at fault (image, model, images[2]...).")
+    detail: Any = Field(None, description="More: FastAPI's validation errors, or the known models.")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in (
+        (401, "Missing or wrong credentials (when the server has --api-auth)."),
+        (404, "Unknown model; detail.known lists the known ones."),
+        (413, "Request body or number of images over the limit."),
+        (422, "Invalid field: not base64, not an image, too many pixels, out of range..."),
+        (503, "The model cannot be had now (offline, download failed, or still downloading)."),
+    )
+}
