@@ -37,6 +37,7 @@ from typing import Any
 from tagger import paths
 from tagger.catalog import CATALOG, TAGS_FILE, CatalogModel, by_name, canonical
 from tagger.errors import ModelUnavailableError
+from tagger.files import hash_file
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,6 @@ LIBRARY_NAME = "wd14-tagger"  # in the user agent of every request
 _TRUE = {"1", "on", "yes", "true", "y", "t"}
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-_HASH_CHUNK = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -524,22 +524,16 @@ def _check(path: Path, remote: _Remote) -> str:
     if remote.size is not None and size != remote.size:
         return f"{size} bytes instead of {remote.size}"
     etag = remote.etag.lower()
-    if _SHA256.fullmatch(etag):
-        digest = hashlib.sha256()
-        kind = "sha256"
-    elif _SHA1.fullmatch(etag):
-        digest = hashlib.sha1(usedforsecurity=False)
-        digest.update(b"blob %d\0" % size)
-        kind = "git sha1"
-    else:
-        return ""
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(_HASH_CHUNK):
-                digest.update(chunk)
+        if _SHA256.fullmatch(etag):
+            kind, actual = "sha256", hash_file(path, "sha256")
+        elif _SHA1.fullmatch(etag):  # a regular file (small: large ones are LFS), as a git blob
+            data = path.read_bytes()
+            kind, actual = "git sha1", hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+        else:
+            return ""
     except OSError as e:
         return f"cannot read it: {e}"
-    actual = digest.hexdigest()
     return "" if actual == etag else f"{kind} {actual} instead of {etag}"
 
 
