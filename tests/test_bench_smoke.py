@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +80,10 @@ def _assert_tables_are_rectangular(text: str) -> None:
             width, tables = cells, tables + 1
         assert cells == width, f"{cells} cells, header has {width}: {line}"
     assert tables >= 3
+
+
+def test_the_benchmark_runs_from_any_folder(tmp_path: Path) -> None:
+    """``python -m bench`` is found outside the repository root too (an editable install maps it)."""
+    proc = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--quick" in proc.stdout
