@@ -323,13 +323,12 @@ def run_batch(
             if config.roots is not None and not (within(image, config.roots) and within(cap, config.roots)):
                 fail(image, f"refused: a link leads it or its caption {cap} out of the allowed folders")
                 continue
-            first = claimed.setdefault(_caption_key(cap), image)
-            if first is not image:  # the caption is already another image's: never overwrite it silently
-                if _same_file(first, image) or "[hash:" in config.filename_format:
-                    log.info("%s: same file or content as %s; its caption is %s", image, first, cap)
-                    skip(image)
+            problem = claim_caption(claimed, image, cap, config)
+            if problem is not None:  # the caption is already another image's: never overwrite it silently
+                if problem:
+                    fail(image, problem)
                 else:
-                    fail(image, _collision_reason(image, first, cap, config))
+                    skip(image)
                 continue
             if config.existing == "skip" and cap.exists():
                 skip(image)
@@ -345,10 +344,7 @@ def run_batch(
                 continue
             result = postprocess(pred.probs, labels, options, mcut=mcut)
             try:
-                _write_caption(job, result, config)
-                if config.json_sidecar:
-                    record = sidecar_record(pred.probs, labels, model_id, result)
-                    write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
+                write_caption(job, result, config, pred.probs, labels, model_id)
             except OSError as e:
                 fail(job.image, f"caption {job.caption} could not be written ({e.strerror or e})")
                 continue
@@ -361,6 +357,22 @@ def run_batch(
         summary.images_per_s = summary.tagged / summary.elapsed if summary.elapsed > 0 else 0.0
         summary.cancelled = cancel is not None and cancel.is_set()
     return summary
+
+
+def claim_caption(claimed: dict[str, Path], image: Path, caption: Path, config: BatchConfig) -> str | None:
+    """Give ``caption`` to ``image`` unless an earlier image of the run has it (``claimed``: caption -> image).
+
+    None: the caption is ``image``'s. An empty string: the image that has it is the same file, or has the same
+    content under a ``[hash:]`` name, so ``image`` needs none (skip it). Otherwise why ``image`` gets no caption,
+    with the fix (a failure).
+    """
+    first = claimed.setdefault(_caption_key(caption), image)
+    if first is image:
+        return None
+    if _same_file(first, image) or "[hash:" in config.filename_format:
+        log.info("%s: same file or content as %s; its caption is %s", image, first, caption)
+        return ""
+    return _collision_reason(image, first, caption, config)
 
 
 def _caption_key(caption: Path) -> str:
@@ -388,9 +400,14 @@ def _collision_reason(image: Path, first: Path, caption: Path, config: BatchConf
     return f"{why}; to give each image its own, {fix}"
 
 
-def _write_caption(job: Job, result: TagResult, config: BatchConfig) -> None:
+def write_caption(job: Job, result: TagResult, config: BatchConfig, probs: Any, labels: Any, model_id: str) -> None:
+    """Write ``result``'s caption for ``job`` (merged with the caption there under ``append``/``prepend``) and,
+    when ``config`` asks for it, the JSON sidecar of ``probs``. Raises OSError when a file cannot be written."""
     tags = list(result.tags)
     if config.existing in ("append", "prepend") and job.caption.exists():
         old = job.caption.read_text(encoding="utf-8-sig", errors="replace")
         tags = merge_tags(split_caption(old), tags, config.existing)
     write_atomic(job.caption, ", ".join(tags))
+    if config.json_sidecar:
+        record = sidecar_record(probs, labels, model_id, result)
+        write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
