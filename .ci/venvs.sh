@@ -17,5 +17,6 @@ make_env forge test,api,ui,cli,bench -c constraints.txt
 # The newest release of everything the core, the command line and the API use, as `pip install -e ".[cli]"`
 # gets them for a new user (numpy 2, Pillow 12+, huggingface_hub 1.x and later, the newest fastapi/pydantic).
 # No ui extra: the gradio the page is built for (3.41-4.x) needs huggingface_hub below 1.0, so the page's tests
-# skip here, as they do for anyone without gradio.
-make_env newest test,api,cli,bench --upgrade --upgrade-strategy eager
+# skip here, as they do for anyone without gradio. The ray extra (the dataset command's tests) is here only: Ray is
+# large (~0.5 GB with pyarrow and pandas), and its tests skip elsewhere with their reason.
+make_env newest test,api,cli,bench,ray --upgrade --upgrade-strategy eager

@@ -28,6 +28,13 @@ examples:
   python -m tagger tag dataset/ --output-dir captions --existing append --json
 """
 
+DATASET_EXAMPLES = """\
+examples:
+  python -m tagger dataset images/ --output tags/        # Ray on this machine; run it again to resume
+  python -m tagger dataset 'shards/*.tar' -o s3://bucket/tags --address HEAD:6379 --actors 8
+  python -m tagger dataset list.csv -o out/ --path-column file --captions --model wd-vit-tagger-v3
+"""
+
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", metavar="DIR", help="models folder (default: $TAGGER_MODELS_DIR or per-user)")
@@ -64,6 +71,36 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rating", action="store_true", help="put the top rating first in the prompt")  # fmt: skip
 
 
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR", help=f"model (default {DEFAULT_MODEL})")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images per model run (default: 1 on CPU, 16 on CUDA, the model's fixed size)",
+    )
+    p.add_argument("--offline", action="store_true", help="never download; use only files already here")
+
+
+def _add_caption_file_options(g: argparse._ArgumentGroup, skip: str = "never touched, image not even read") -> None:
+    g.add_argument("--output-dir", metavar="DIR", help="write captions here, mirroring the input's sub-folders")
+    g.add_argument(
+        "--filename-format",
+        default="[name].txt",
+        metavar="FMT",
+        help="caption file name; tokens [name] [extension] [hash:ALGO] (default [name].txt)",
+    )
+    g.add_argument(
+        "--existing",
+        choices=("skip", "overwrite", "append", "prepend"),
+        default=None,
+        help=f"what to do with captions that exist (default skip: {skip})",
+    )
+    g.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
+
+
 def options_from_args(args: argparse.Namespace) -> TagOptions:
     return TagOptions(
         general_threshold=args.general_threshold,
@@ -91,22 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     tag = sub.add_parser("tag", help="tag images", epilog=TAG_EXAMPLES,
                          formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     tag.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    tag.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR", help=f"model (default {DEFAULT_MODEL})")
-    tag.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
-    tag.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="images per model run (default: 1 on CPU, 16 on CUDA, the model's fixed size)",
-    )
+    _add_model_options(tag)
     tag.add_argument(
         "--format",
         choices=("text", "json"),
         default="text",
         help="what to print for images tagged without caption files",
     )
-    tag.add_argument("--offline", action="store_true", help="never download; use only files already here")
     tag.add_argument(
         "--cache",
         metavar="FILE|DIR",
@@ -120,22 +148,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cap.add_argument("--captions", action="store_true", help="write caption files for image files too")
     cap.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders")
-    cap.add_argument("--output-dir", metavar="DIR", help="write captions here, mirroring the input's sub-folders")
-    cap.add_argument(
-        "--filename-format",
-        default="[name].txt",
-        metavar="FMT",
-        help="caption file name; tokens [name] [extension] [hash:ALGO] (default [name].txt)",
-    )
-    cap.add_argument(
-        "--existing",
-        choices=("skip", "overwrite", "append", "prepend"),
-        default=None,
-        help="what to do with captions that exist (default skip: never touched, image not even read)",
-    )
-    cap.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
+    _add_caption_file_options(cap)
     _add_tag_options(tag)
     _common(tag)
+
+    ds = sub.add_parser(
+        "dataset",
+        help="tag a dataset into a Parquet dataset on Ray, on one machine or a cluster (pip install -e '.[ray]')",
+        description="Tag every image of SRC into the Parquet dataset OUT with Ray Data: decoding on the CPUs, "
+        "the model in a pool of actors (one per GPU when the cluster has GPUs). Run it again to resume: images "
+        "already in OUT (same key, content and model) are skipped.",
+        epilog=DATASET_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ds.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="a folder (sub-folders too), a glob, a URL (s3://, gs://, file://...), a .parquet/.csv/.txt listing "
+        "of image paths, or WebDataset .tar shards",
+    )
+    ds.add_argument("-o", "--output", required=True, metavar="OUT", help="the Parquet dataset: a folder or a URL")
+    _add_model_options(ds)
+    ray = ds.add_argument_group("Ray")
+    ray.add_argument("--address", metavar="ADDR", help="the Ray cluster to join (default: $RAY_ADDRESS, else Ray "
+                     "starts on this machine)")  # fmt: skip
+    ray.add_argument("--actors", metavar="N|MIN:MAX", help="inference actors, or a range to autoscale in "
+                     "(default: one per GPU; 1 without GPUs)")  # fmt: skip
+    ray.add_argument("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 when the cluster "
+                     "has GPUs and --device is not cpu)")  # fmt: skip
+    ray.add_argument("--threads", type=int, metavar="N", help="CPU threads per actor (default 1 with a GPU; "
+                     "without, half the CPUs shared among the actors)")  # fmt: skip
+    ray.add_argument("--rows-per-file", type=int, default=1024, metavar="N",
+                     help="images per Parquet file, each written whole (default 1024)")  # fmt: skip
+    ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models that have one)")
+    ray.add_argument("--path-column", metavar="NAME", help="the column of a Parquet/CSV listing holding the paths")
+    dcap = ds.add_argument_group("caption files", "With --captions, also a caption file beside each local image "
+                                 "(or under --output-dir), exactly as `tag DIR` writes it.")  # fmt: skip
+    dcap.add_argument("--captions", action="store_true", help="write caption files for local images too")
+    _add_caption_file_options(dcap, skip="never touched")
+    _add_tag_options(ds)
+    _common(ds)
 
     serve = sub.add_parser("serve", help="serve the Tagger page and the HTTP API (standalone, no WebUI)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -321,6 +374,57 @@ class _ProgressReporter:
             self.bar = None
 
 
+def cmd_dataset(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger.batch import BatchConfig
+    from tagger.dataset import DatasetConfig, parse_actors, run_dataset
+
+    try:
+        actors = parse_actors(args.actors) if args.actors else None
+    except ValueError as e:
+        _print_err(f"error: {e}")
+        return EXIT_USAGE
+    captions = None
+    file_flags = args.output_dir or args.json or args.existing or args.filename_format != "[name].txt"
+    if file_flags and not args.captions:
+        _print_err(
+            "error: --output-dir, --filename-format, --existing and --json are for caption files: add --captions"
+        )
+        return EXIT_USAGE
+    if args.captions:
+        captions = BatchConfig(
+            inputs=[],
+            output_dir=Path(args.output_dir) if args.output_dir else None,
+            filename_format=args.filename_format,
+            existing=args.existing or "skip",
+            json_sidecar=args.json,
+        )
+    cfg = DatasetConfig(
+        sources=list(args.sources), output=args.output, model=args.model, options=options_from_args(args),
+        models_dir=args.models_dir, device=args.device, download=not args.offline, batch_size=args.batch_size,
+        actors=actors, threads=args.threads, gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file,
+        address=args.address, captions=captions, embeddings=args.embeddings, path_column=args.path_column,
+    )  # fmt: skip
+    try:
+        s = run_dataset(cfg, say=_print_err)
+    except KeyboardInterrupt:
+        _print_err("interrupted: every file in OUT so far is complete; run the same command again to resume")
+        return 130
+    extra = f", captions written again for {s.recaptioned}" if s.recaptioned else ""
+    extra += f", {s.replaced} changed images re-tagged" if s.replaced else ""
+    extra += f", {s.duplicates} duplicate rows removed" if s.duplicates else ""
+    _print_err(
+        f"tagged {s.tagged}, skipped {s.skipped} (already in OUT), failed {s.failed}{extra} in {s.elapsed:.1f} s "
+        f"({s.images_per_s:.2f} images/s) -> {s.output}"
+    )
+    if s.failures:
+        _print_err(f"failed (all in {s.output.rstrip('/')}/_errors):")
+        for key, reason in s.failures[:20]:
+            _print_err(f"  {key}: {reason}")
+        if len(s.failures) > 20:
+            _print_err(f"  ... and {len(s.failures) - 20} more")
+    return EXIT_FAILED if s.failed else EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.server import load_auth, serve
 
@@ -420,7 +524,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     out = out or sys.stdout
-    handlers = {"tag": cmd_tag, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve, "quantize": cmd_quantize}
+    handlers = {
+        "tag": cmd_tag, "dataset": cmd_dataset, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve,
+        "quantize": cmd_quantize,
+    }  # fmt: skip
     try:
         return handlers[args.command](args, out)
     except OptionsError as e:
