@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     ray.add_argument("--threads", type=int, metavar="N", help="CPU threads per actor (default 1 with a GPU; "
                      "without, half the CPUs shared among the actors)")  # fmt: skip
     ray.add_argument("--rows-per-file", type=int, default=1024, metavar="N",
-                     help="images per Parquet file, each written whole (default 1024)")  # fmt: skip
+                     help="images per write task: each Parquet file holds at most N rows (default 1024)")  # fmt: skip
     ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models that have one)")
     ray.add_argument("--path-column", metavar="NAME", help="the column of a Parquet/CSV listing holding the paths")
     dcap = ds.add_argument_group("caption files", "With --captions, also a caption file beside each local image "

@@ -77,6 +77,7 @@ FILES_PER_TASK = 16  # listed files per decode task (a shard is a task of its ow
 ROWS_PER_DECODE_BLOCK = 16  # decoded images per block a decode task hands on
 DECODE_MEMORY = 256 * 1024**2  # heap reserved per decode task: a large image decodes into ~100-200 MB
 KEY_COLUMNS = ("key", "source", "content_hash", "model")
+ENV_NODE_MODELS = "TAGGER_RAY_MODELS"
 _RAY_EXTRA = "pip install -e '.[ray]' (ray[data], pyarrow and fsspec)"
 
 
@@ -615,6 +616,13 @@ def _errors_name(table: Any) -> str:
 # -- the model on every node --------------------------------------------------------------------------------
 
 
+def node_models_dir() -> Path:
+    """Where a node keeps the model copies that reach it through the object store: ``$TAGGER_RAY_MODELS``, else
+    ``wd14-tagger-ray`` in the temporary folder."""
+    env = os.environ.get(ENV_NODE_MODELS)
+    return Path(env).expanduser() if env else Path(tempfile.gettempdir()) / "wd14-tagger-ray"
+
+
 @dataclass(frozen=True)
 class ModelShip:
     """How inference actors get the model the driver resolved: its files on the driver's node; elsewhere the
@@ -630,7 +638,7 @@ class ModelShip:
 
         if not self.refs or ray.get_runtime_context().get_node_id() == self.driver_node:
             return self.files
-        folder = Path(tempfile.gettempdir()) / "wd14-tagger-ray" / self.digest
+        folder = node_models_dir() / self.digest
         model, tags = folder / self.files.model_path.name, folder / self.files.tags_path.name
         if not (model.exists() and tags.exists()):
             data = ray.get(list(self.refs))
@@ -639,6 +647,7 @@ class ModelShip:
             try:
                 (tmp / model.name).write_bytes(data[0])
                 (tmp / tags.name).write_bytes(data[1])
+                folder.parent.mkdir(parents=True, exist_ok=True)
                 tmp.rename(folder)  # whole or absent; another actor of this node may have been first
             except OSError:
                 if not (model.exists() and tags.exists()):
@@ -772,14 +781,15 @@ def _shard_members(source: str) -> Iterator[tuple[str, bytes | None, str | None]
                 if stream is None:
                     yield key, None, "cannot be read from the shard"
                     continue
+                data = stream.read()
                 count += 1
-                yield key, stream.read(), None
+                yield key, data, None
     except FileNotFoundError:
         yield source, None, "file not found"
     except PermissionError:
         yield source, None, "permission denied: the file cannot be read"
     except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        where = f"after {count} images (those were read)" if count else "before any image"
+        where = f"after its first {count} image{'s' if count != 1 else ''}" if count else "before its first image"
         yield source, None, f"the WebDataset shard is damaged {where}: {type(e).__name__}: {e}"
 
 
@@ -1096,6 +1106,7 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
         # and the earlier runs' errors of images this run tried again.
         final = scan_output(store, model_id, drop=replaced)
         summary.duplicates += final.duplicates
+        summary.tagged -= final.duplicates  # written twice by this run (a retried block), counted once
         summary.replaced = len(replaced)
         prune_errors(store, run, {e.source for e in entries})
         summary.complete = True
