@@ -1102,8 +1102,9 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
                     summary.recaptioned += row["recaptioned"]
                     summary.failures += [tuple(f.split("\0", 1)) for f in row["failures"]]  # type: ignore[misc]
                     replaced.update(tuple(r.split("\0", 1)) for r in row["replaced"])  # type: ignore[misc]
-        # The run is complete: remove any row a retry wrote twice and the rows of images whose content changed,
-        # and the earlier runs' errors of images this run tried again.
+        # The run is complete: remove what a write task killed mid-file left, any row a retry wrote twice, the
+        # rows of images whose content changed, and the earlier runs' errors of images this run tried again.
+        store.remove_leftovers()
         final = scan_output(store, model_id, drop=replaced)
         summary.duplicates += final.duplicates
         summary.tagged -= final.duplicates  # written twice by this run (a retried block), counted once

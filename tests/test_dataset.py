@@ -324,9 +324,10 @@ def test_resume_after_an_interrupted_run(ray_local, model_root, tmp_path, capsys
     image exactly once."""
     folder = tmp_path / "many"
     folder.mkdir()
-    rng = np.random.default_rng(0)
+    noise = np.random.default_rng(0).integers(0, 256, (500, 500, 3), dtype=np.uint8)
     for i in range(40):  # noise PNGs: slow enough to decode that the run can be stopped in the middle
-        Image.fromarray(rng.integers(0, 256, (700, 700, 3), dtype=np.uint8)).save(folder / f"{i:03}.png")
+        noise[0, 0, 0] = i  # each its own content
+        Image.fromarray(noise).save(folder / f"{i:03}.png", compress_level=1)
     out = tmp_path / "out"
     address = ray_local.get_runtime_context().gcs_address
     cmd = [sys.executable, "-m", "tagger", "dataset", str(folder), "-o", str(out), "--model", "test-model",
