@@ -847,8 +847,8 @@ def tag_record(probs: np.ndarray, labels: Labels, result: Any, floor: float) -> 
     without the model (what the probability cache keeps, as columns)."""
 
     def above(idx: np.ndarray) -> list[tuple[str, float]]:
-        keep = [int(i) for i in idx if probs[i] >= floor]
-        keep.sort(key=lambda i: (-probs[i], labels.names[i]))
+        keep = idx[probs[idx] >= floor]
+        keep = sorted(keep.tolist(), key=lambda i: (-probs[i], labels.names[i]))
         return [(labels.names[i], float(probs[i])) for i in keep]
 
     return {
@@ -964,21 +964,23 @@ def _check_reachable(address: str) -> None:
 
 
 def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (else ``$RAY_ADDRESS``), or start Ray on this machine; True when this
-    call started Ray (and so should stop it)."""
+    """Join the cluster at ``address`` (else ``$RAY_ADDRESS``; ``auto``: the one ``ray start`` began on this
+    machine), or start Ray on this machine; True when this call started Ray (and so should stop it)."""
     ray = _import("ray")
     _import("ray.data")
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and address not in ("auto", "local"):
+    # "local", not None: without an address ray.init() would join the cluster named in /tmp/ray's address file,
+    # which a crashed test or an old `ray start` can leave pointing at nothing (and then it retries for minutes).
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address not in ("auto", "local"):
         _check_reachable(address)
     try:
         ray.init(address=address, log_to_driver=True)
     except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError for a bad cluster
-        where = f"the Ray cluster at {address}" if address else "a Ray instance on this machine"
+        where = "a Ray instance on this machine" if address == "local" else f"the Ray cluster at {address}"
         raise DatasetError(f"cannot start or join {where}: {type(e).__name__}: {e}") from e
-    return True
+    return address == "local"
 
 
 def _listing_tables(entries: list[Entry], holdings: Holdings) -> list[Any]:

@@ -40,7 +40,7 @@ def ray_local():
     decode and write tasks fit at once on CI's 2 cores."""
     ray = pytest.importorskip("ray", reason=RAY_MISSING)
     pytest.importorskip("ray.data", reason=RAY_MISSING)
-    ray.init(num_cpus=4, include_dashboard=False, configure_logging=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
