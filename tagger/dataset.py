@@ -64,6 +64,7 @@ from tagger.labels import Labels
 from tagger.options import TagOptions, options_to_dict
 from tagger.pipeline import prepare_source
 from tagger.postprocess import mcut_threshold, postprocess
+from tagger.runtime import available_cpus
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,7 @@ ROWS_PER_DECODE_BLOCK = 16  # decoded images per block a decode task hands on
 DECODE_MEMORY = 256 * 1024**2  # heap reserved per decode task: a large image decodes into ~100-200 MB
 KEY_COLUMNS = ("key", "source", "content_hash", "model")
 ENV_NODE_MODELS = "TAGGER_RAY_MODELS"
+MAX_FAILURES_SHOWN = 100  # failures the summary keeps (OUT/_errors has them all)
 _RAY_EXTRA = "pip install -e '.[ray]' (ray[data], pyarrow and fsspec)"
 
 
@@ -117,7 +119,7 @@ class DatasetSummary:
     replaced: int = 0  # rows of images whose content changed since, removed for their new rows
     duplicates: int = 0  # rows that came out twice (a retry) and were removed
     elapsed: float = 0.0
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # the first MAX_FAILURES_SHOWN
     output: str = ""
     complete: bool = False
 
@@ -841,23 +843,47 @@ class WriteSpec:
     floor: float = DEFAULT_FLOOR
 
 
-def tag_record(probs: np.ndarray, labels: Labels, result: Any, floor: float) -> dict[str, Any]:
-    """OUT's probability columns of one image: every rating, the tags at or above ``floor`` (highest first)
-    and the MCut points of the full vectors, so that any threshold >= floor and MCut can be applied later
-    without the model (what the probability cache keeps, as columns)."""
+class ProbColumns:
+    """OUT's probability columns, row by row: every rating, the tags at or above ``floor`` (highest first) and
+    the MCut points of the full vectors, so that any threshold >= floor and MCut can be applied later without
+    the model (what the probability cache keeps, as columns). Built as flat arrays: a real model has ~10,000
+    tags and a row may keep hundreds."""
 
-    def above(idx: np.ndarray) -> list[tuple[str, float]]:
-        keep = idx[probs[idx] >= floor]
-        keep = sorted(keep.tolist(), key=lambda i: (-probs[i], labels.names[i]))
-        return [(labels.names[i], float(probs[i])) for i in keep]
+    GROUPS = ("rating", "general", "character")
 
-    return {
-        "rating": list(result.rating.items()),
-        "general": above(labels.general),
-        "character": above(labels.character),
-        "mcut_general": mcut_threshold(probs[labels.general]),
-        "mcut_character": mcut_threshold(probs[labels.character]),
-    }
+    def __init__(self, labels: Labels, floor: float) -> None:
+        self.labels, self.floor = labels, floor
+        self.offsets: dict[str, list[int]] = {g: [0] for g in self.GROUPS}
+        self.index: dict[str, list[np.ndarray]] = {g: [] for g in self.GROUPS}
+        self.values: dict[str, list[np.ndarray]] = {g: [] for g in self.GROUPS}
+        self.mcut: dict[str, list[float]] = {"mcut_general": [], "mcut_character": []}
+
+    def add(self, probs: np.ndarray) -> None:
+        for group in self.GROUPS:
+            idx = getattr(self.labels, group)
+            if group != "rating":
+                idx = idx[probs[idx] >= self.floor]
+            idx = idx[np.argsort(-probs[idx], kind="stable")]
+            self.offsets[group].append(self.offsets[group][-1] + len(idx))
+            self.index[group].append(idx)
+            self.values[group].append(probs[idx])
+        self.mcut["mcut_general"].append(mcut_threshold(probs[self.labels.general]))
+        self.mcut["mcut_character"].append(mcut_threshold(probs[self.labels.character]))
+
+    def columns(self, schema: Any) -> dict[str, Any]:
+        pa = _import("pyarrow")
+        names = pa.array(self.labels.names, pa.string())
+        out: dict[str, Any] = {}
+        for group in self.GROUPS:
+            idx = np.concatenate(self.index[group]) if self.index[group] else np.zeros(0, np.int64)
+            vals = np.concatenate(self.values[group]) if self.values[group] else np.zeros(0, np.float32)
+            out[group] = pa.MapArray.from_arrays(
+                pa.array(self.offsets[group], pa.int32()), names.take(pa.array(idx)), pa.array(vals, pa.float32()),
+                type=schema.field(group).type,
+            )  # fmt: skip
+        for name, values in self.mcut.items():
+            out[name] = pa.array(values, pa.float32())
+        return out
 
 
 def write_block(block: Any, spec: WriteSpec) -> Any:
@@ -866,7 +892,8 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
     pa = _import("pyarrow")
     store = OutputStore(spec.output)
     schema = output_schema(spec.embeddings)
-    tagged: dict[str, list[Any]] = {name: [] for name in schema.names}
+    tagged: dict[str, list[Any]] = {n: [] for n in ("key", "source", "content_hash", "model", "caption", "embedding")}
+    probs_columns = ProbColumns(spec.labels, spec.floor)
     errors: dict[str, list[Any]] = {name: [] for name in errors_schema().names}
     counts = {"skipped": 0, "recaptioned": 0}
     replaced: list[str] = []
@@ -876,7 +903,6 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
                                         spec.run), strict=True):  # fmt: skip
             errors[name].append(value)
 
-    columns = block.column_names
     for row in block.to_pylist():
         status = row["status"]
         if status == "skipped":
@@ -898,13 +924,11 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
         if status == "recaption":
             counts["recaptioned"] += 1
             continue
-        record = tag_record(probs, spec.labels, result, spec.floor)
-        record.update(key=row["key"], source=row["source"], content_hash=row["content_hash"], model=spec.model_id,
-                      caption=result.prompt)  # fmt: skip
-        if spec.embeddings:
-            record["embedding"] = row["embedding"] if "embedding" in columns else None
-        for name in tagged:
-            tagged[name].append(record[name])
+        probs_columns.add(probs)
+        record = {"key": row["key"], "source": row["source"], "content_hash": row["content_hash"],
+                  "model": spec.model_id, "caption": result.prompt, "embedding": row.get("embedding")}  # fmt: skip
+        for name, value in record.items():
+            tagged[name].append(value)
         if row["replaces"]:
             replaced.append(f"{row['key']}\0{row['replaces']}")
 
@@ -918,10 +942,10 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
             }
         ).encode()
     }
-    files = []
     if tagged["key"]:
-        table = pa.Table.from_pydict(tagged, schema=schema.with_metadata(meta))
-        files.append(store.write(_part_name(table), _parquet_bytes(table)))
+        data = {**tagged, **probs_columns.columns(schema)}
+        table = pa.Table.from_pydict({n: data[n] for n in schema.names}, schema=schema.with_metadata(meta))
+        store.write(_part_name(table), _parquet_bytes(table))
     if errors["key"]:
         table = pa.Table.from_pydict(errors, schema=errors_schema().with_metadata(meta))
         store.write(_errors_name(table), _parquet_bytes(table), errors=True)
@@ -975,8 +999,11 @@ def connect(address: str | None) -> bool:
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address not in ("auto", "local"):
         _check_reachable(address)
+    # On this machine Ray gets twice its cores as CPUs: an inference actor holds its threads' CPUs even while it
+    # waits, and decode tasks then share the cores with it, as `tag`'s decode threads share them with the model's.
+    local = {"num_cpus": 2 * available_cpus()} if address == "local" else {}
     try:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, **local)
     except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError for a bad cluster
         where = "a Ray instance on this machine" if address == "local" else f"the Ray cluster at {address}"
         raise DatasetError(f"cannot start or join {where}: {type(e).__name__}: {e}") from e
@@ -1010,9 +1037,15 @@ def _listing_tables(entries: list[Entry], holdings: Holdings) -> list[Any]:
 
 
 def _plan(cfg: DatasetConfig, ray: Any, started: bool) -> tuple[tuple[int, int], int, float]:
-    """(min, max) actors, threads per actor and GPUs per actor for this cluster."""
+    """(min, max) actors, threads per actor and GPUs per actor for this cluster.
+
+    With GPUs: one actor per GPU (``--gpus-per-actor``), one thread each. Without: one actor per node, with half
+    the node's (logical) CPUs as threads; the rest decode.
+    """
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    node_cpus = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+    node_cpus = [c for c in node_cpus if c > 0] or [cpus]
     device = cfg.device.strip().lower()
     if device.startswith("cuda:"):
         raise DatasetError("--device cuda:N: on Ray each actor gets GPUs of its own (--gpus-per-actor); use cuda")
@@ -1023,12 +1056,14 @@ def _plan(cfg: DatasetConfig, ray: Any, started: bool) -> tuple[tuple[int, int],
         gpa = 1.0 if device != "cpu" and gpus >= 1 else 0.0
     if device == "cpu":
         gpa = 0.0
-    if (device == "cuda" or gpa > 0) and gpus == 0:
-        raise DatasetError("the Ray cluster has no GPUs (ray.cluster_resources()); use --device cpu, or add GPU nodes")
     if gpa < 0:
         raise DatasetError("--gpus-per-actor must be 0 or more")
-    actors = cfg.actors or ((max(1, int(gpus // gpa)),) * 2 if gpa > 0 else (1, 1))
-    threads = cfg.threads or (1 if gpa > 0 else max(1, cpus // (2 * actors[1])))
+    if (device == "cuda" or gpa > 0) and gpus == 0:
+        raise DatasetError("the Ray cluster has no GPUs (ray.cluster_resources()); use --device cpu, or add GPU nodes")
+    actors = cfg.actors or ((max(1, int(gpus // gpa)),) * 2 if gpa > 0 else (len(node_cpus),) * 2)
+    threads = cfg.threads or (1 if gpa > 0 else max(1, min(node_cpus) // 2))
+    if threads > max(node_cpus):
+        raise DatasetError(f"--threads {threads}: no node of the cluster has that many CPUs (at most {max(node_cpus)})")
     if actors[1] * threads >= cpus:
         message = (
             f"{actors[1]} actors x {threads} threads take all {cpus} CPUs of the cluster, and none is left to "
@@ -1093,17 +1128,21 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
         spec = WriteSpec(cfg.output, model_id, labels, cfg.options, run, cfg.captions, cfg.embeddings)
         replaced: set[tuple[str, str]] = set()
         tables = _listing_tables(entries, holdings)
+        # A local OUT is the driver's folder: every write runs on the driver's node (the others may not see it).
+        write_node = ship.driver_node if store.local and (len(nodes) > 1 or not started) else None
+        plan = Plan(actors, threads, gpa, cfg.batch_size or (16 if gpa else 1), write_node)
         if tables:
-            batch = cfg.batch_size or (16 if gpa else 1)
-            ds = _pipeline(ray, tables, size, ship, "cuda" if gpa else "cpu", actors, threads, gpa, batch, cfg, spec)
-            for counts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                for row in counts.to_pylist():
-                    summary.tagged += row["tagged"]
-                    summary.skipped += row["skipped"]
-                    summary.failed += row["failed"]
-                    summary.recaptioned += row["recaptioned"]
-                    summary.failures += [tuple(f.split("\0", 1)) for f in row["failures"]]  # type: ignore[misc]
-                    replaced.update(tuple(r.split("\0", 1)) for r in row["replaced"])  # type: ignore[misc]
+            with _streaming_settings():
+                ds = _pipeline(ray, tables, size, ship, plan, cfg, spec)
+                for counts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    for row in counts.to_pylist():
+                        summary.tagged += row["tagged"]
+                        summary.skipped += row["skipped"]
+                        summary.failed += row["failed"]
+                        summary.recaptioned += row["recaptioned"]
+                        room = MAX_FAILURES_SHOWN - len(summary.failures)
+                        summary.failures += [tuple(f.split("\0", 1)) for f in row["failures"][: max(0, room)]]
+                        replaced.update(tuple(r.split("\0", 1)) for r in row["replaced"])  # type: ignore[misc]
         # The run is complete: remove what a write task killed mid-file left, any row a retry wrote twice, the
         # rows of images whose content changed, and the earlier runs' errors of images this run tried again.
         store.remove_leftovers()
@@ -1120,13 +1159,42 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
     return summary
 
 
-def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, device: str, actors: tuple[int, int],
-              threads: int, gpa: float, batch: int, cfg: DatasetConfig, spec: WriteSpec) -> Any:  # fmt: skip
+@dataclass(frozen=True)
+class Plan:
+    """How the run uses the cluster (``_plan``)."""
+
+    actors: tuple[int, int]  # (min, max)
+    threads: int  # per actor
+    gpus: float  # per actor
+    batch: int  # images per model run the driver expects (the actor's own default decides in the end)
+    write_node: str | None = None  # the node every write task runs on (a local OUT is the driver's), else any
+
+
+@contextlib.contextmanager
+def _streaming_settings() -> Iterator[None]:
+    """Ray Data's settings for this run, restored after it. Ray Data reserves a share of the cluster for each
+    operator by default; with decode, inference and write the decode tasks got a third of the CPUs and ran one
+    at a time on a 4-CPU node (measured: 22 images/s there, 28 without reservations, and decoding is what
+    bounds throughput: see README). Without reservations its backpressure policies still cap each operator's
+    tasks by how fast its output queue grows, so decoded images do not pile up ahead of a slow model."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    saved = ctx.op_resource_reservation_enabled
+    ctx.op_resource_reservation_enabled = False
+    try:
+        yield
+    finally:
+        ctx.op_resource_reservation_enabled = saved
+
+
+def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, plan: Plan, cfg: DatasetConfig,
+              spec: WriteSpec) -> Any:  # fmt: skip
     from ray.data import ActorPoolStrategy
 
-    low, high = actors
+    low, high = plan.actors
     pool = ActorPoolStrategy(size=low) if low == high else ActorPoolStrategy(min_size=low, max_size=high)
-    gpu_args = {"num_gpus": gpa} if gpa else {}
+    gpu_args = {"num_gpus": plan.gpus} if plan.gpus else {}
     ds = ray.data.from_arrow(tables)
     # Decoding runs as tasks of their own: the memory reservation keeps Ray Data from fusing them into the
     # inference actors (fusion needs equal resources), where they would queue behind the model.
@@ -1134,18 +1202,19 @@ def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, device: s
                         num_cpus=1, memory=DECODE_MEMORY)  # fmt: skip
     ds = ds.map_batches(
         Infer,
-        batch_size=max(32, 4 * batch),
+        batch_size=max(32, 4 * plan.batch),
         batch_format="pyarrow",
         compute=pool,
         fn_constructor_kwargs={
             "ship": ship,
-            "device": device,
-            "threads": threads,
+            "device": "cuda" if plan.gpus else "cpu",
+            "threads": plan.threads,
             "batch_size": cfg.batch_size,
             "embeddings": cfg.embeddings,
         },
-        num_cpus=threads,
+        num_cpus=plan.threads,
         **gpu_args,
     )
+    where = {"label_selector": {"ray.io/node-id": plan.write_node}} if plan.write_node else {}
     return ds.map_batches(write_block, batch_size=cfg.rows_per_file, batch_format="pyarrow", fn_kwargs={"spec": spec},
-                          num_cpus=1)  # fmt: skip
+                          num_cpus=1, **where)  # fmt: skip
