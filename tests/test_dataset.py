@@ -108,6 +108,28 @@ def test_memory_urls_are_refused_with_the_reason(model_root, tmp_path, capsys):
     assert code == 2 and "memory://" in err and "other processes" in err
 
 
+def test_refused_before_any_work_with_the_reason(model_root, tmp_path, capsys):
+    """Options that cannot work stop the command before Ray starts, each with what to do."""
+    for module in ("fsspec", "pyarrow", "ray"):
+        pytest.importorskip(module, reason=RAY_MISSING)
+    square(tmp_path / "in" / "a.png", COLOURS["red"])
+    out = str(tmp_path / "out")
+    cases = [
+        (["--captions"], "file://", "beside local image files"),
+        (["--embeddings"], str(tmp_path / "in"), "gives no embedding"),
+        (["--json"], str(tmp_path / "in"), "add --captions"),
+        (["--actors", "3:1"], str(tmp_path / "in"), "1 <= MIN <= MAX"),
+        ([], str(tmp_path / "nowhere"), "no such file or folder"),
+    ]
+    for extra, src, reason in cases:
+        src = (tmp_path / "in").as_uri() if src == "file://" else src
+        assert dataset(model_root, src, "-o", out, *extra) == 2, extra
+        assert reason in capsys.readouterr().err, extra
+    (tmp_path / "file").write_text("x")
+    assert dataset(model_root, str(tmp_path / "in"), "-o", str(tmp_path / "file")) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+
+
 def test_actors_option():
     from tagger.dataset import parse_actors
 
