@@ -100,8 +100,8 @@ class DatasetConfig:
     device: str = "auto"  # auto | cpu | cuda: auto uses the cluster's GPUs when it has any
     download: bool = True
     batch_size: int | None = None  # images per model run (as ``tag``): default 16 on a GPU, 1 on a CPU
-    actors: tuple[int, int] | None = None  # (min, max) inference actors; None: one per GPU, or 1 without GPUs
-    threads: int | None = None  # CPU threads (and Ray CPUs) per actor
+    actors: tuple[int, int] | None = None  # (min, max) inference actors; None: one per GPU, else one per node
+    threads: int | None = None  # CPU threads (and Ray CPUs) per actor; None: 1 with a GPU, else half a node's
     gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs and the device is not cpu
     rows_per_file: int = 1024
     address: str | None = None  # a Ray cluster to join; None: $RAY_ADDRESS, else a new one on this machine
@@ -1141,8 +1141,8 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
                         summary.failed += row["failed"]
                         summary.recaptioned += row["recaptioned"]
                         room = MAX_FAILURES_SHOWN - len(summary.failures)
-                        summary.failures += [tuple(f.split("\0", 1)) for f in row["failures"][: max(0, room)]]
-                        replaced.update(tuple(r.split("\0", 1)) for r in row["replaced"])  # type: ignore[misc]
+                        summary.failures += [_pair(f) for f in row["failures"][: max(0, room)]]
+                        replaced.update(_pair(r) for r in row["replaced"])
         # The run is complete: remove what a write task killed mid-file left, any row a retry wrote twice, the
         # rows of images whose content changed, and the earlier runs' errors of images this run tried again.
         store.remove_leftovers()
@@ -1157,6 +1157,11 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
         if started:
             ray.shutdown()
     return summary
+
+
+def _pair(text: str) -> tuple[str, str]:
+    first, second = text.split("\0", 1)
+    return first, second
 
 
 @dataclass(frozen=True)
