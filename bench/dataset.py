@@ -45,6 +45,7 @@ class Config:
     scaling_images: int = 32
     scaling_model: str = "vit"
     actors: tuple[int, ...] = (1, 2)
+    parts: tuple[str, ...] = ("overhead", "scaling")
     rounds: int = 3
     device: str = "cpu"
     gpus_per_actor: float | None = None
@@ -124,9 +125,11 @@ def run(cfg: Config) -> Results:
                 own = ["dataset", str(overhead), "-o", str(out / "own"), *device]
                 joined = ["dataset", str(overhead), "-o", str(out / "joined"), "--address", address, *device]
                 trivial = ["--model", "trivial", *common]
-                variants = [("tag DIR", tag_dir + trivial), ("dataset, own Ray", own + trivial),
-                            ("dataset, joined Ray", joined + trivial)]  # fmt: skip
-                for actors in cfg.actors:
+                variants = []
+                if "overhead" in cfg.parts:
+                    variants += [("tag DIR", tag_dir + trivial), ("dataset, own Ray", own + trivial),
+                                 ("dataset, joined Ray", joined + trivial)]  # fmt: skip
+                for actors in cfg.actors if "scaling" in cfg.parts else ():
                     scale = ["dataset", str(scale_dir), "-o", str(out / f"scale{actors}"), "--address", address,
                              "--actors", str(actors), "--threads", "1", "--model", cfg.scaling_model]  # fmt: skip
                     variants.append((f"scaling {actors}", scale + common + device))
@@ -173,12 +176,12 @@ def report(res: Results) -> str:
             f"{_median([r.images_per_s for r in runs]):.2f} |"
         )
     lines += ["", "| figure | target | measured (range) | holds |", "|---|---|---:|---|"]
-    for variant in ("dataset, own Ray", "dataset, joined Ray"):
+    for variant in ("dataset, own Ray", "dataset, joined Ray") if "overhead" in cfg.parts else ():
         med, low, high = _ratio(res, variant, "tag DIR", "wall_s")
         holds = "yes" if med <= 1.3 else "no"
         lines.append(f"| wall time, {variant} / tag DIR | <= 1.3 | {med:.2f}x ({low:.2f}-{high:.2f}) | {holds} |")
     base = f"scaling {cfg.actors[0]}"
-    for actors in cfg.actors[1:]:
+    for actors in cfg.actors[1:] if "scaling" in cfg.parts else ():
         med, low, high = _ratio(res, f"scaling {actors}", base, "images_per_s")
         target = 0.9 * actors / cfg.actors[0]
         holds = "yes" if med >= target else "no"
@@ -208,6 +211,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--scaling-model", choices=bench_models.MODEL_NAMES, help="stand-in of the scaling runs (vit)")
     p.add_argument("--actors-scaling", help="actor counts compared, the first the base (default 1,2)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    p.add_argument("--parts", default="overhead,scaling", help="what to measure (default overhead,scaling)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda: the dataset runs' --device")
     p.add_argument("--gpus-per-actor", type=float, help="the dataset runs' --gpus-per-actor")
     p.add_argument("--batch-size", type=int, help="images per model run (default: the engine's)")
@@ -226,6 +230,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         cfg.actors = tuple(int(x) for x in a.actors_scaling.split(","))
     cfg.device, cfg.gpus_per_actor, cfg.batch_size, cfg.cpus = a.device, a.gpus_per_actor, a.batch_size, a.cpus
     cfg.cache, cfg.markdown = a.cache, a.markdown
+    cfg.parts = tuple(x.strip() for x in a.parts.split(",") if x.strip())
+    if not cfg.parts or set(cfg.parts) - {"overhead", "scaling"}:
+        p.error("--parts takes overhead, scaling or both")
     cfg.argv = tuple(sys.argv[1:] if argv is None else argv)
     return cfg
 

@@ -171,14 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("-o", "--output", required=True, metavar="OUT", help="the Parquet dataset: a folder or a URL")
     _add_model_options(ds)
     ray = ds.add_argument_group("Ray")
-    ray.add_argument("--address", metavar="ADDR", help="the Ray cluster to join (default: $RAY_ADDRESS, else Ray "
-                     "starts on this machine)")  # fmt: skip
+    ray.add_argument("--address", metavar="ADDR", help="the Ray cluster to join: HOST:6379, ray://HOST:10001, or auto "
+                     "(the one `ray start` began here); default $RAY_ADDRESS, else Ray starts here")  # fmt: skip
     ray.add_argument("--actors", metavar="N|MIN:MAX", help="inference actors, or a range to autoscale in "
-                     "(default: one per GPU; 1 without GPUs)")  # fmt: skip
+                     "(default: one per GPU, else one per node)")  # fmt: skip
     ray.add_argument("--gpus-per-actor", type=float, metavar="F", help="GPUs per actor (default 1 when the cluster "
                      "has GPUs and --device is not cpu)")  # fmt: skip
-    ray.add_argument("--threads", type=int, metavar="N", help="CPU threads per actor (default 1 with a GPU; "
-                     "without, half the CPUs shared among the actors)")  # fmt: skip
+    ray.add_argument("--threads", type=int, metavar="N", help="CPU threads per actor (default 1 with a GPU, else "
+                     "half a node's CPUs)")  # fmt: skip
     ray.add_argument("--rows-per-file", type=int, default=1024, metavar="N",
                      help="images per write task: each Parquet file holds at most N rows (default 1024)")  # fmt: skip
     ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models that have one)")

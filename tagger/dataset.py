@@ -1207,7 +1207,7 @@ def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, plan: Pla
                         num_cpus=1, memory=DECODE_MEMORY)  # fmt: skip
     ds = ds.map_batches(
         Infer,
-        batch_size=max(32, 4 * plan.batch),
+        batch_size=max(8, 4 * plan.batch),  # rows per call: small enough that every actor gets work
         batch_format="pyarrow",
         compute=pool,
         fn_constructor_kwargs={
