@@ -17,7 +17,11 @@ One streaming Ray Data pipeline, so memory stays flat however large SRC is:
 Ray retries the tasks and restarts the actors of a worker or node that dies. A block written again after a
 retry lands under the same name; a row that still came out twice (a retried block batched otherwise) is
 removed by the scan of OUT that ends every run and starts the next. Ray, pyarrow and fsspec are imported here
-only, inside the functions that need them: nothing else in the project imports Ray."""
+only, inside the functions that need them: nothing else in the project imports Ray.
+
+``sources`` lists and reads SRC, ``output`` is OUT (schema, whole-file writes, the repairing scan), ``stages``
+the three Ray stages and the model's way to each node, ``run`` the cluster plan, the pipeline and the summary.
+"""
 
 from tagger.dataset.common import DatasetError
 from tagger.dataset.output import errors_schema, output_schema
