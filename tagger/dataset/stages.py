@@ -40,7 +40,7 @@ from tagger.postprocess import postprocess
 
 log = logging.getLogger(__name__)
 
-ROWS_PER_DECODE_BLOCK = 16  # decoded images per block a decode task hands on
+ROWS_PER_DECODE_BLOCK = 8  # decoded images per block a decode task hands on: an actor takes one or more at a time
 ENV_NODE_MODELS = "TAGGER_RAY_MODELS"
 
 
@@ -87,14 +87,17 @@ class ModelShip:
 
 
 def ship_model(files: ModelFiles, single_node: bool) -> ModelShip:
+    """The model the driver resolved, ready for every actor: put once in the object store unless no node other
+    than the driver's can run an actor (a Ray this run started here)."""
     import ray
 
     node = ray.get_runtime_context().get_node_id()
     if single_node:
         return ModelShip(files, node)
     model, tags = files.model_path.read_bytes(), files.tags_path.read_bytes()
-    digest = hashlib.blake2b(model + b"\0" + tags, digest_size=16).hexdigest()
-    return ModelShip(files, node, digest, (ray.put(model), ray.put(tags)))
+    digest = hashlib.blake2b(model, digest_size=16)
+    digest.update(b"\0" + tags)
+    return ModelShip(files, node, digest.hexdigest(), (ray.put(model), ray.put(tags)))
 
 
 def embedding_problem(model: Any) -> str | None:
