@@ -2,7 +2,7 @@
 
 Run from any folder of an install with the ``bench`` and ``ray`` extras::
 
-    python -m bench.dataset                  # 512 images; ViT-B scaling on 32 images; 3 rounds
+    python -m bench.dataset                  # 512 images; ViT-B scaling on 64 images; 3 rounds
     python -m bench.dataset --quick          # a smoke run: 24 images, the trivial model for scaling too, 1 round
     python -m bench.dataset --device cuda --actors-scaling 1,2,4,8 --gpus-per-actor 1   # on a GPU node
 
@@ -42,7 +42,7 @@ SUMMARY = re.compile(r"tagged (\d+), skipped (\d+).*? in ([\d.]+) s \(([\d.]+) i
 class Config:
     images: int = 512
     unique: int = 64  # distinct files behind the links of the overhead set (generating 512 large images is slow)
-    scaling_images: int = 32
+    scaling_images: int = 64  # the actors' start (model load) is in the time: enough images to amortise it
     scaling_model: str = "vit"
     actors: tuple[int, ...] = (1, 2)
     parts: tuple[str, ...] = ("overhead", "scaling")
@@ -207,7 +207,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(prog="python -m bench.dataset", description="The Ray benchmark (issue 11).")
     p.add_argument("--quick", action="store_true", help="a smoke run: 24 images, trivial model for scaling, 1 round")
     p.add_argument("--images", type=int, help="images through tag DIR and dataset (default 512)")
-    p.add_argument("--scaling-images", type=int, help="images of the scaling runs (default 32)")
+    p.add_argument("--scaling-images", type=int, help="images of the scaling runs (default 64)")
     p.add_argument("--scaling-model", choices=bench_models.MODEL_NAMES, help="stand-in of the scaling runs (vit)")
     p.add_argument("--actors-scaling", help="actor counts compared, the first the base (default 1,2)")
     p.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
