@@ -266,8 +266,10 @@ class WebUIHost(Host):
 class TaggerExtension:
     """What the script registers: one engine for the tab and the API, created on first use."""
 
-    def __init__(self, modules: HostModules | None = None) -> None:
+    def __init__(self, modules: HostModules | None = None, tab: tuple[str, str] = (TAB_TITLE, TAB_ID)) -> None:
+        """``tab``: the tab's title and id (another one beside an older tagger extension whose tab has ours)."""
         self.modules = modules or load_host_modules()
+        self.tab = tab
         self.host = WebUIHost(self.modules)
         self._tagger: Any = None
 
@@ -317,7 +319,8 @@ class TaggerExtension:
         from tagger.ui import build_ui
 
         page = build_ui(self.tagger(), self.host)
-        return [(page.demo, TAB_TITLE, TAB_ID)]
+        title, tab_id = self.tab
+        return [(page.demo, title, tab_id)]
 
     def on_app_started(self, demo: Any, app: Any) -> None:
         cmd = getattr(self.modules.shared, "cmd_opts", None)

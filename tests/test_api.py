@@ -981,3 +981,20 @@ def test_answers_from_the_probability_cache(model_root: Path, tmp_path: Path) ->
             "/interrogate/batch", json={"images": [png_b64(GREEN), png_b64(RED)], "model": "test-model"}
         ).json()
         assert mixed["provider"] == "CPU" and "hatsune_miku" in mixed["results"][0]["result"]["character"]
+
+
+def test_our_routes_answer_before_another_extensions_on_the_same_paths(
+    engine: Tagger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The older tagger extensions serve /tagger/v1/... too; Starlette answers with the first match."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_api_route(f"{PREFIX}/interrogate", lambda: {"theirs": True}, methods=["POST"])
+    app.add_api_route("/elsewhere", lambda: {"theirs": True}, methods=["GET"])
+    with caplog.at_level("WARNING", logger="tagger.api"):
+        mount_api(app, engine)
+    assert f"{PREFIX}/interrogate" in caplog.text and "another extension also serves" in caplog.text
+    with LiveServer(app) as live, live.client() as c:
+        assert "red_theme" in c.post("/interrogate", json={"image": png_b64(RED), **GOOD}).json()["general"]
+        assert httpx.get(live.url + "/elsewhere", trust_env=False).json() == {"theirs": True}

@@ -10,6 +10,7 @@ import argparse
 import base64
 import html as html_lib
 import importlib.util
+import inspect
 import io
 import runpy
 import shutil
@@ -315,6 +316,7 @@ def on_app_started(_, app):
         return {"utils": utils.__file__, "at_request_time": at_request_time.__file__}
 
     app.add_api_route("/older-tagger/where", where, methods=["GET"])
+    app.add_api_route("/tagger/v1/interrogate", lambda: {"theirs": True}, methods=["POST"])  # as theirs all do
 """
 _THEIR_UI = """
 def on_ui_tabs():
@@ -397,6 +399,9 @@ def fresh_process(host, monkeypatch: pytest.MonkeyPatch):
     saved = {n: m for n, m in sys.modules.items() if n == "tagger" or n.startswith("tagger.")}
     for name in saved:
         del sys.modules[name]
+    # Nor has inspect seen any `tagger` yet (it remembers each module's file by name, process-wide).
+    for name in [n for n in inspect._filesbymodname if n == "tagger" or n.startswith("tagger.")]:  # type: ignore[attr-defined]
+        del inspect._filesbymodname[name]  # type: ignore[attr-defined]
     monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
     scripts.errors.clear()
     yield scripts
@@ -439,6 +444,12 @@ def test_both_taggers_work_side_by_side(
     pages = [_elem_values(blocks) for blocks, _, _ in tabs]
     assert [p["older_tagger"] for p in pages if "older_tagger" in p] == [str(theirs / "tagger" / "ui.py")]
     assert [p for p in pages if "tagger_prompt" in p] and not [p for p in pages if "tagger_conflict" in p]
+    tab_ids = [tab_id for _, _, tab_id in tabs]
+    assert len(set(tab_ids)) == len(tab_ids) == 2, tab_ids  # one id, and the WebUI merges the two tabs
+    # The WebUI calls inspect.stack() on every callback registration; frames without a file on disk (the
+    # import system's) make it look through sys.modules, where a namespace package once seen with a file
+    # under the same name raised TypeError in the real A1111.
+    eval(compile("inspect.stack()", "<no file>", "eval"), {"inspect": inspect})
 
     body = {"image": _png_b64((9, 99, 199)), "model": "test-model", "threshold": 0.35}
     tagged, where = _requests(
