@@ -19,7 +19,7 @@ if importlib.util.find_spec("gradio") is None:  # absent: skip; installed but br
 
 import gradio as gr
 
-from tagger.batch import BatchProgress, BatchSummary
+from tagger.batch import BatchProgress, BatchSummary, top_tags, write_counts_csv
 from tagger.engine import Tagger
 from tagger.host import HostDefaults, StandaloneHost
 from tagger.hub import ModelInfo
@@ -391,7 +391,7 @@ def test_progress_summary_chart() -> None:
     s = BatchSummary(tagged=2, failures=[("/a.png", "broken <png>")], failed=1, elapsed=61, images_per_s=0.03)
     s.tag_counts.update({"solo": 2, "smile": 1})
     assert "1 min 01 s" in render.summary_html(s) and "broken &lt;png&gt;" in render.summary_html(s)
-    rows = render.top_tags(s.tag_counts, 2)
+    rows = top_tags(s.tag_counts, 2)
     assert rows == [["solo", 2, 100.0], ["smile", 1, 50.0]]
     assert "width:50.0%" in render.bar_chart_html(rows)
     assert render.duration(None) == "…" and render.duration(3725) == "1 h 02 min"
@@ -474,7 +474,7 @@ def test_css_and_javascript_address_only_the_tabs_ids() -> None:
 
 def test_counts_csv_has_every_tag(tmp_path: Path) -> None:
     counts = collections.Counter({f"t{i}": i for i in range(1, 300)})
-    path = render.write_counts_csv(tmp_path / "c.csv", counts, 299)
+    path = write_counts_csv(tmp_path / "c.csv", counts, 299)
     assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 300
 
 

@@ -21,7 +21,16 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from tagger.batch import BatchConfig, BatchConfigError, BatchProgress, BatchSummary, check_roots, run_batch
+from tagger.batch import (
+    BatchConfig,
+    BatchConfigError,
+    BatchProgress,
+    BatchSummary,
+    check_roots,
+    run_batch,
+    top_tags,
+    write_counts_csv,
+)
 from tagger.cache import CachedProbs
 from tagger.engine import Tagger
 from tagger.errors import TaggerError
@@ -538,10 +547,10 @@ class TaggerPage:
     def _batch_result(
         self, summary: BatchSummary, last: BatchProgress | None, model_choice: str, folder: Path
     ) -> dict[Any, Any]:
-        rows = render.top_tags(summary.tag_counts, summary.tagged)
+        rows = top_tags(summary.tag_counts, summary.tagged)
         csv_path = None
         if summary.tag_counts:
-            csv_path = str(render.write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
+            csv_path = str(write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
         return {
             self.batch_progress: render.progress_html(last) if last else "",
             self.batch_summary: render.summary_html(summary),

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import html
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 from tagger.batch import BatchProgress, BatchSummary
 from tagger.hub import ModelInfo
@@ -161,12 +158,6 @@ def summary_html(s: BatchSummary) -> str:
     return "\n".join(parts)
 
 
-def top_tags(counts: Counter[str], images: int, n: int = 200) -> list[list[object]]:
-    """``[tag, images, share %]`` rows for the most frequent tags, ties broken alphabetically."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-    return [[tag, c, round(100.0 * c / images, 1) if images else 0.0] for tag, c in ordered]
-
-
 def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
     """A horizontal bar chart of the first ``n`` rows of ``top_tags``."""
     rows = list(rows)[:n]
@@ -182,13 +173,3 @@ def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
             f"<span class='tagger-bar-value'>{_esc(count)} ({_esc(share)}%)</span></div>"
         )
     return f"<div class='tagger-chart'>{''.join(lines)}</div>"
-
-
-def write_counts_csv(path: Path, counts: Counter[str], images: int) -> Path:
-    """All tag counts as CSV (``tag,images,share_percent``), UTF-8 with a BOM so spreadsheet apps read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["tag", "images", "share_percent"])
-        w.writerows(top_tags(counts, images, n=len(counts)))
-    return path
