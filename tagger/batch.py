@@ -425,7 +425,9 @@ class BatchStats:
     def missing(self) -> int:
         return self.images - self.cached
 
-    def lines(self, top: int = 20) -> list[str]:
+    def summary_lines(self, top: int = 20) -> list[str]:
+        """How many images the cache answered, tags per image before and after the excludes, what the excludes
+        took, and the change against the caption files there now."""
         out = [f"probability cache: {self.cached} of {self.images} images"]
         if self.missing:
             out[0] += f" ({self.missing} not in it, or under its floor at these thresholds: a run tags them)"
@@ -444,9 +446,14 @@ class BatchStats:
                 f"against the {self.compared} caption files there now: {self.gaining} images gain tags "
                 f"({self.gained} in all), {self.dropping} lose tags ({self.dropped} in all), {self.unchanged} unchanged"
             )
-        out.append(f"top tags (of {n} images): before excludes -> after")
-        for tag, count in sorted(self.after.items(), key=_by_count)[:top]:
-            out.append(f"  {tag}: {self.before[tag]} -> {count}")
+        return out
+
+    def lines(self, top: int = 20) -> list[str]:
+        """``summary_lines`` and the ``top`` most frequent tags, before and after the excludes."""
+        out = self.summary_lines(top)
+        if self.cached:
+            out.append(f"top tags (of {self.cached} images): before excludes -> after")
+            out += [f"  {tag}: {self.before[tag]} -> {c}" for tag, c in sorted(self.after.items(), key=_by_count)[:top]]
         return out
 
 

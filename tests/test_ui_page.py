@@ -272,6 +272,10 @@ def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
         batch_format="[name].txt",
         batch_existing="skip",
         batch_json=False,
+        batch_escape=False,
+        batch_backup=True,
+        batch_metadata="",
+        batch_workers=0,
     )
     assert "type the folder" in list(page.run_batch(data))[-1][page.status]
     data[page.batch_input] = str(tmp_path / "missing")
@@ -336,6 +340,10 @@ def batch_inputs(page: Any, folder: Path, token: str, **overrides: Any) -> dict[
         "batch_format": "[name].txt",
         "batch_existing": "skip",
         "batch_json": False,
+        "batch_escape": False,
+        "batch_backup": True,
+        "batch_metadata": "",
+        "batch_workers": 0,
     }
     return inputs(page, **{**fields, **overrides})
 

@@ -6,7 +6,7 @@ import html
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from tagger.batch import BatchProgress, BatchSummary
+from tagger.batch import ACTIONS, BatchPlan, BatchProgress, BatchStats, BatchSummary
 from tagger.hub import ModelInfo
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, format_tag
@@ -147,15 +147,36 @@ def summary_html(s: BatchSummary) -> str:
         f"{head}: {s.tagged} tagged, {s.skipped} skipped, {s.failed} failed in {duration(s.elapsed)}"
         f" ({s.images_per_s:.1f} images/s)."
     )
+    if s.backups:
+        text += f" {s.backups} earlier captions kept as backups."
+    return "\n".join([f"<div class='tagger-summary'>{_esc(text)}</div>", *_failures_html(s.failures)])
+
+
+def _failures_html(failures: Sequence[tuple[str, str]]) -> list[str]:
+    if not failures:
+        return []
+    rows = "".join(f"<tr><td>{_esc(path)}</td><td>{_esc(reason)}</td></tr>" for path, reason in failures[:200])
+    more = f"<div>…and {len(failures) - 200} more (see the console).</div>" if len(failures) > 200 else ""
+    return [
+        "<details open class='tagger-failures'><summary>Failures</summary><table>"
+        f"<thead><tr><th>Image</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>{more}</details>"
+    ]
+
+
+def plan_html(plan: BatchPlan, stats: BatchStats | None, note: str = "") -> str:
+    """A dry run: the images by what the batch would do with them, collisions, and the tag statistics."""
+    counts = plan.counts
+    bits = [f"{counts[a]} {a}" for a in ACTIONS]
+    if counts["duplicate"]:
+        bits.append(f"{counts['duplicate']} duplicate")
+    bits.append(f"{counts['failed']} failed")
+    text = f"Preview, nothing written: {len(plan.entries)} images: {', '.join(bits)}."
+    if plan.backups:
+        text += f" {len(plan.backups)} captions would be kept as a backup first."
     parts = [f"<div class='tagger-summary'>{_esc(text)}</div>"]
-    if s.failures:
-        rows = "".join(f"<tr><td>{_esc(path)}</td><td>{_esc(reason)}</td></tr>" for path, reason in s.failures[:200])
-        more = f"<div>…and {len(s.failures) - 200} more (see the console).</div>" if len(s.failures) > 200 else ""
-        parts.append(
-            "<details open class='tagger-failures'><summary>Failures</summary><table>"
-            f"<thead><tr><th>Image</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>{more}</details>"
-        )
-    return "\n".join(parts)
+    lines = stats.summary_lines() if stats is not None else [note] if note else []
+    parts += [f"<div class='tagger-status-line'>{_esc(line)}</div>" for line in lines]
+    return "\n".join(parts + _failures_html(plan.failures))
 
 
 def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
