@@ -305,7 +305,8 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _batch_config(args: argparse.Namespace) -> Any:
+def batch_config_from_args(args: argparse.Namespace) -> Any:
+    """The BatchConfig the caption flags give."""
     from tagger.batch import BatchConfig
 
     return BatchConfig(
@@ -329,7 +330,7 @@ def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions, ou
 
     from tagger.batch import run_batch, write_counts_csv
 
-    config = _batch_config(args)
+    config = batch_config_from_args(args)
     if args.dry_run or args.stats:
         return _dry_run(tagger, args, config, opts, out)
     cancel = threading.Event()
