@@ -258,13 +258,17 @@ def split_caption(text: str, separator: str = ",") -> list[str]:
     return [t.strip() for t in text.replace("\n", sep).split(sep) if t.strip()]
 
 
-def merge_tags(existing: list[str], new: list[str], mode: str) -> list[str]:
-    """``append``/``prepend`` ``new`` to ``existing``: existing order kept, duplicates dropped (excludes' rules)."""
+def merge_tags(existing: list[str], new: list[str], mode: str, separator: str = ",") -> list[str]:
+    """``append``/``prepend`` ``new`` to ``existing``: existing order kept, duplicates dropped (excludes' rules).
+
+    A new tag holding the separator (``tag "quoted", comma's``) was split in two when the caption was read back;
+    it counts as there when all its parts are."""
     seen = {normalize_tag(t) for t in existing}
     fresh = []
     for tag in new:
         key = normalize_tag(tag)
-        if key not in seen:
+        parts = {normalize_tag(p) for p in split_caption(tag, separator)}
+        if key not in seen and not (len(parts) > 1 and parts <= seen):
             seen.add(key)
             fresh.append(tag)
     return existing + fresh if mode == "append" else fresh + existing
@@ -488,7 +492,7 @@ def batch_stats(
             now = {normalize_tag(t) for t in split_caption(_read_caption(cap), opts.separator)}
         except OSError:
             continue
-        new = {normalize_tag(t) for t in after}
+        new = {normalize_tag(p) for t in after for p in split_caption(t, opts.separator)}  # as read back
         stats.compared += 1
         stats.gained += len(new - now)
         stats.dropped += len(now - new)
@@ -725,7 +729,7 @@ def _write_caption(job: Job, result: TagResult, config: BatchConfig, separator: 
         old = None
     if old is not None and config.existing in ("append", "prepend"):
         existing = split_caption(old.decode("utf-8-sig", errors="replace"), separator)
-        tags = merge_tags(existing, tags, config.existing)
+        tags = merge_tags(existing, tags, config.existing, separator)
     text = separator.join(tags)
     if old is not None and old == text.encode("utf-8"):
         return text, False  # unchanged: the file and any older backup stay as they are
