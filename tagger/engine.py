@@ -275,7 +275,7 @@ class Tagger:
         ``entry.serves(options)``. ModelUnavailableError when the model's files are not here, TaggerError
         without a cache."""
         if self.cache is None:
-            raise TaggerError("the probability cache is off (--no-cache): there are no stored probabilities to read")
+            raise TaggerError("the probability cache is off, so there are no stored probabilities to read")
         files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
         key, labels = _cache_key(files), self.labels(files)
         for src in sources:

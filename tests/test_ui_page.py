@@ -20,6 +20,7 @@ if importlib.util.find_spec("gradio") is None:  # absent: skip; installed but br
 import gradio as gr
 
 from tagger.batch import BatchProgress, BatchSummary, top_tags, write_counts_csv
+from tagger.cache import ProbCache
 from tagger.engine import Tagger
 from tagger.host import HostDefaults, StandaloneHost
 from tagger.hub import ModelInfo
@@ -225,6 +226,45 @@ def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp
     assert (folder / "0.txt").read_text(encoding="utf-8").startswith("red theme")
     assert (folder / "0.json").is_file()
     assert page._batches == {}  # the cancel token is dropped when the batch ends
+
+
+def test_batch_captions_are_plain_and_the_table_spells_tags_as_the_single_view(page: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / "a.png")
+    data = batch_inputs(page, folder, "t1", weights=True, escape=True)  # the prompt's switches
+    final = list(page.run_batch(data))[-1]
+    caption = (folder / "a.txt").read_text(encoding="utf-8")
+    assert "(pokemon (creature):0.60)" in caption and "\\(" not in caption  # weights yes, escapes no
+    assert ["pokemon (creature)", 1, 100.0] in final[page.batch_table]["value"]["data"]
+    assert ">pokemon (creature)<" in final[page.batch_chart]
+    again = batch_inputs(page, folder, "t2", batch_existing="overwrite", batch_escape=True)
+    list(page.run_batch(again))
+    assert "pokemon \\(creature\\)" in (folder / "a.txt").read_text(encoding="utf-8")
+    assert (folder / "a.txt.bak").read_text(encoding="utf-8") == caption
+
+
+def test_preview_says_what_a_batch_would_do_and_writes_nothing(page: Any, model_root: Path, tmp_path: Path) -> None:
+    no_cache = page.preview_batch(batch_inputs(page, tmp_path, "t0"))
+    assert "No tag statistics: the probability cache is off" in no_cache[page.batch_summary]
+    page = build_ui(Tagger(model_root, "cpu", cache=ProbCache(tmp_path / "c.sqlite3")), page.host)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("pic.png", "pic.jpg", "other.png"):
+        Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / name)
+    list(page.run_batch(batch_inputs(page, folder / "other.png", "t1")))  # its probabilities go into the cache
+    before = sorted(p.name for p in folder.iterdir())
+    out = page.preview_batch(batch_inputs(page, folder, "t2", exclude_tags="solo", batch_existing="overwrite"))
+    assert sorted(p.name for p in folder.iterdir()) == before
+    summary = out[page.batch_summary]
+    assert "Preview, nothing written: 3 images: 1 new, 0 skip, 1 overwrite, 0 append, 0 prepend, 1 failed." in summary
+    assert "1 captions would be kept as a backup first." in summary
+    assert "pic.png" in summary and "already the caption of" in summary  # the collision, with its fix
+    assert "probability cache: 1 of 2 images" in summary and "excluded: solo (1 images)" in summary
+    rows = out[page.batch_table]["value"]["data"]
+    assert ["red theme", 1, 100.0] in rows and all(r[0] != "solo" for r in rows)
+    bad = page.preview_batch(batch_inputs(page, folder, "t3", batch_metadata=str(tmp_path / "m.txt")))
+    assert ".json (one object) or .jsonl" in bad[page.status]
 
 
 def test_a_rerun_that_skips_everything_hides_the_empty_table(page: Any, tmp_path: Path) -> None:
