@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,8 +130,7 @@ def _caption_order(chosen: list[_Chosen], opts: TagOptions) -> list[_Chosen]:
     return [c for _, _, c in front] + rest
 
 
-@dataclass(frozen=True)
-class _Chosen:
+class _Chosen(NamedTuple):
     """A model tag that passed: its index, probability, category, comparison key and caption items."""
 
     index: int
@@ -191,8 +191,10 @@ def postprocess(
             key = normalize_tag(names[i])
             if key in excluded:
                 continue
-            # an exclude matches the model's tag, its replacement or one part of its expansion
-            items = tuple(t for t in _spell(names[i], is_char, opts, repl) if normalize_tag(t) not in excluded)
+            items = tuple(_spell(names[i], is_char, opts, repl))
+            if excluded and (repl or (is_char and opts.character_expand)):
+                # an exclude matches the model's tag, its replacement or one part of its expansion
+                items = tuple(t for t in items if normalize_tag(t) not in excluded)
             if items:
                 out.append(_Chosen(i, p, is_char, key, items))
         return out
