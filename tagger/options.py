@@ -1,7 +1,7 @@
 """One typed options model, shared by the command line, the HTTP API and the UI so they cannot drift.
 
 Each field carries its description and range in ``metadata``; the API builds its request model from
-these fields and the UI its controls, so a new option appears everywhere at once.
+these fields, the UI its controls and the command line its flags, so a new option appears everywhere at once.
 """
 
 from __future__ import annotations
