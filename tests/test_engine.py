@@ -220,7 +220,7 @@ def test_cli_exit_codes(model_root, solid_image, tmp_path):
     r = cli("tag", str(red), str(bad), "--models-dir", str(model_root), "--model", "test-model")
     assert r.returncode == 1 and f"error: {bad}" in r.stderr and r.stdout.startswith(str(red))
     r = cli("tag", str(red), "--models-dir", str(model_root), "--model", "test-model", "--general-threshold", "2")
-    assert r.returncode == 2 and "general_threshold" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "--general-threshold" in r.stderr and "Traceback" not in r.stderr
     r = cli("tag", str(red), "--models-dir", str(tmp_path), "--model", "wd-vit-tagger-v3", "--offline")
     assert r.returncode == 2 and "wd-vit-tagger-v3" in r.stderr and "Traceback" not in r.stderr
     r = cli("tag")
