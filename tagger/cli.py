@@ -62,7 +62,7 @@ OFF_HELP = {"replace_underscores": "keep long_hair as it is (default: 'long hair
 
 
 def flag_of(name: str) -> str | None:
-    """The flag that sets the TagOptions field ``name`` on the command line (for messages and the README map)."""
+    """The flag that sets the TagOptions field ``name`` on the command line (error messages name it)."""
     on, off = FLAGS.get(name, ("--" + name.replace("_", "-"), None))
     return on or off
 
