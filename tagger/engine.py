@@ -104,6 +104,12 @@ def image_digest(source: Any) -> str | None:
     return None
 
 
+def _cache_key(files: hub.ModelFiles) -> str:
+    """The probability cache's key of a model: id@revision plus the model file's size and mtime."""
+    st = files.model_path.stat()
+    return f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+
+
 class _Once:
     """Work done once per key however many threads ask for it (a download, a session load).
 
@@ -261,8 +267,20 @@ class Tagger:
         """The model's files and its cache key: id@revision plus the model file's size and mtime, so a
         re-downloaded or edited model never answers from an older model's cache entries."""
         files = self.resolve(model, wait=wait)
-        st = files.model_path.stat()
-        return files, f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+        return files, _cache_key(files)
+
+    def iter_cached(self, model: str, sources: Iterable[Any]) -> Iterator[tuple[Any, Labels, CachedProbs | None]]:
+        """``(source, labels, cache entry or None)`` for each source from the probability cache alone: the model
+        is never downloaded, loaded or run (a batch's dry-run statistics). The caller checks
+        ``entry.serves(options)``. ModelUnavailableError when the model's files are not here, TaggerError
+        without a cache."""
+        if self.cache is None:
+            raise TaggerError("the probability cache is off, so there are no stored probabilities to read")
+        files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
+        key, labels = _cache_key(files), self.labels(files)
+        for src in sources:
+            digest = image_digest(src)
+            yield src, labels, self.cache.get(digest, key) if digest is not None else None
 
     def labels(self, files: hub.ModelFiles) -> Labels:
         """The tag list of ``files``, read once (again if the csv file changes)."""
@@ -284,6 +302,7 @@ class Tagger:
         wait: float | None,
         max_pixels: int | None,
         decode_slots: threading.Semaphore | None,
+        workers: int | None = None,
     ) -> Iterator[_Out]:
         files, mkey = (
             self.model_key(model, wait=wait) if self.cache is not None else (self.resolve(model, wait=wait), "")
@@ -316,7 +335,8 @@ class Tagger:
         loaded = self._acquire(model, wait)
         try:
             rest = itertools.chain([first_miss], stream)
-            for pred in iter_predictions(loaded, rest, batch_size=batch_size, cancel=cancel, loader=decode):
+            preds = iter_predictions(loaded, rest, batch_size=batch_size, workers=workers, cancel=cancel, loader=decode)
+            for pred in preds:
                 item = pred.source
                 if pred.error is None and item.hit is None and self.cache is not None and item.digest is not None:
                     self.cache.put(item.digest, mkey, pred.probs, loaded.labels)
@@ -332,16 +352,19 @@ class Tagger:
         *,
         batch_size: int | None = None,
         cancel: threading.Event | None = None,
+        workers: int | None = None,
     ) -> Iterator[tuple[Prediction[Any], Labels, tuple[float, float] | None, bool]]:
         """Probabilities for a stream of sources, in order: ``(prediction, labels, mcut, cached)``.
 
         Cache hits skip the model; the model is loaded only when the first image that needs it comes.
-        ``prediction.source`` is the original source. The engine for batch captioning.
+        ``prediction.source`` is the original source. ``workers``: decoding threads (default: what the
+        machine can use, ``pipeline.default_workers``). The engine for batch captioning.
         """
         opts = options or TagOptions()
         stream = self._stream(
-            model, sources, opts, batch_size=batch_size, cancel=cancel, wait=None, max_pixels=None, decode_slots=None
-        )
+            model, sources, opts, batch_size=batch_size, cancel=cancel, wait=None, max_pixels=None,
+            decode_slots=None, workers=workers,
+        )  # fmt: skip
         for out in stream:
             yield out.pred, out.labels, out.hit.mcut if out.hit is not None else None, out.hit is not None
 

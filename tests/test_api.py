@@ -333,6 +333,12 @@ OPTION_CASES: dict[str, dict[str, Any]] = {
     "escape": {"escape": False},
     "weights": {"weights": True},
     "include_rating": {"include_rating": True},
+    "rating_position": {"rating_position": "last", "include_rating": True},
+    "character_first": {"character_first": True},
+    "character_expand": {"character_expand": True, "character_threshold": 0.1},
+    "always_first": {"always_first": ["long hair"]},
+    "separator": {"separator": ","},
+    "tag_replacement": {"tag_replacement": "solo,alone"},
 }
 
 

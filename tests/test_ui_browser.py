@@ -339,6 +339,27 @@ def test_a_rerun_that_skips_everything_shows_no_headerless_table(
     assert "No tags." in page.inner_text("#tagger_batch_chart")
 
 
+def test_preview_then_a_batch_with_character_tags_first(page: Any, images: dict[str, Path], tmp_path: Path) -> None:
+    """The batch panel's new controls and the caption-order accordion reach the handlers in the real page."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("pic.png", "pic.jpg", "a.png"):
+        shutil.copy(images["red"], folder / name)
+    page.click("#tagger_batch_tab-button, button:has-text('Batch from folder')")
+    set_text(page, "tagger_batch_input", str(folder))
+    set_text(page, "tagger_batch_output", "")
+    page.click("#tagger_batch_preview")
+    summary_says(page, "Preview, nothing written: 3 images: 2 new, 0 skip")
+    assert "already the caption of" in page.inner_text("#tagger_batch_summary")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "pic.jpg", "pic.png"]
+    page.click("#tagger_captions")  # open the accordion
+    page.check("#tagger_opt_character_first input[type=checkbox]")
+    page.click("#tagger_batch_start")
+    summary_says(page, "2 tagged")
+    assert (folder / "a.txt").read_text(encoding="utf-8").startswith("kirisame marisa, red theme")
+    page.uncheck("#tagger_opt_character_first input[type=checkbox]")
+
+
 def test_cancel_says_cancelling_until_the_batch_stops(
     page: Any, server: LiveServer, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -19,7 +19,8 @@ if importlib.util.find_spec("gradio") is None:  # absent: skip; installed but br
 
 import gradio as gr
 
-from tagger.batch import BatchProgress, BatchSummary
+from tagger.batch import BatchProgress, BatchSummary, top_tags, write_counts_csv
+from tagger.cache import ProbCache
 from tagger.engine import Tagger
 from tagger.host import HostDefaults, StandaloneHost
 from tagger.hub import ModelInfo
@@ -227,6 +228,45 @@ def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp
     assert page._batches == {}  # the cancel token is dropped when the batch ends
 
 
+def test_batch_captions_are_plain_and_the_table_spells_tags_as_the_single_view(page: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / "a.png")
+    data = batch_inputs(page, folder, "t1", weights=True, escape=True)  # the prompt's switches
+    final = list(page.run_batch(data))[-1]
+    caption = (folder / "a.txt").read_text(encoding="utf-8")
+    assert "(pokemon (creature):0.60)" in caption and "\\(" not in caption  # weights yes, escapes no
+    assert ["pokemon (creature)", 1, 100.0] in final[page.batch_table]["value"]["data"]
+    assert ">pokemon (creature)<" in final[page.batch_chart]
+    again = batch_inputs(page, folder, "t2", batch_existing="overwrite", batch_escape=True)
+    list(page.run_batch(again))
+    assert "pokemon \\(creature\\)" in (folder / "a.txt").read_text(encoding="utf-8")
+    assert (folder / "a.txt.bak").read_text(encoding="utf-8") == caption
+
+
+def test_preview_says_what_a_batch_would_do_and_writes_nothing(page: Any, model_root: Path, tmp_path: Path) -> None:
+    no_cache = page.preview_batch(batch_inputs(page, tmp_path, "t0"))
+    assert "No tag statistics: the probability cache is off" in no_cache[page.batch_summary]
+    page = build_ui(Tagger(model_root, "cpu", cache=ProbCache(tmp_path / "c.sqlite3")), page.host)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("pic.png", "pic.jpg", "other.png"):
+        Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / name)
+    list(page.run_batch(batch_inputs(page, folder / "other.png", "t1")))  # its probabilities go into the cache
+    before = sorted(p.name for p in folder.iterdir())
+    out = page.preview_batch(batch_inputs(page, folder, "t2", exclude_tags="solo", batch_existing="overwrite"))
+    assert sorted(p.name for p in folder.iterdir()) == before
+    summary = out[page.batch_summary]
+    assert "Preview, nothing written: 3 images: 1 new, 0 skip, 1 overwrite, 0 append, 0 prepend, 1 failed." in summary
+    assert "1 captions would be kept as a backup first." in summary
+    assert "pic.png" in summary and "already the caption of" in summary  # the collision, with its fix
+    assert "probability cache: 1 of 2 images" in summary and "excluded: solo (1 images)" in summary
+    rows = out[page.batch_table]["value"]["data"]
+    assert ["red theme", 1, 100.0] in rows and all(r[0] != "solo" for r in rows)
+    bad = page.preview_batch(batch_inputs(page, folder, "t3", batch_metadata=str(tmp_path / "m.txt")))
+    assert ".json (one object) or .jsonl" in bad[page.status]
+
+
 def test_a_rerun_that_skips_everything_hides_the_empty_table(page: Any, tmp_path: Path) -> None:
     """Given no rows, gradio replaces a table's headers with 1, 2, 3: an empty table is not shown at all."""
     folder = tmp_path / "imgs"
@@ -272,6 +312,10 @@ def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
         batch_format="[name].txt",
         batch_existing="skip",
         batch_json=False,
+        batch_escape=False,
+        batch_backup=True,
+        batch_metadata="",
+        batch_workers=0,
     )
     assert "type the folder" in list(page.run_batch(data))[-1][page.status]
     data[page.batch_input] = str(tmp_path / "missing")
@@ -336,6 +380,10 @@ def batch_inputs(page: Any, folder: Path, token: str, **overrides: Any) -> dict[
         "batch_format": "[name].txt",
         "batch_existing": "skip",
         "batch_json": False,
+        "batch_escape": False,
+        "batch_backup": True,
+        "batch_metadata": "",
+        "batch_workers": 0,
     }
     return inputs(page, **{**fields, **overrides})
 
@@ -391,7 +439,7 @@ def test_progress_summary_chart() -> None:
     s = BatchSummary(tagged=2, failures=[("/a.png", "broken <png>")], failed=1, elapsed=61, images_per_s=0.03)
     s.tag_counts.update({"solo": 2, "smile": 1})
     assert "1 min 01 s" in render.summary_html(s) and "broken &lt;png&gt;" in render.summary_html(s)
-    rows = render.top_tags(s.tag_counts, 2)
+    rows = top_tags(s.tag_counts, 2)
     assert rows == [["solo", 2, 100.0], ["smile", 1, 50.0]]
     assert "width:50.0%" in render.bar_chart_html(rows)
     assert render.duration(None) == "…" and render.duration(3725) == "1 h 02 min"
@@ -474,7 +522,7 @@ def test_css_and_javascript_address_only_the_tabs_ids() -> None:
 
 def test_counts_csv_has_every_tag(tmp_path: Path) -> None:
     counts = collections.Counter({f"t{i}": i for i in range(1, 300)})
-    path = render.write_counts_csv(tmp_path / "c.csv", counts, 299)
+    path = write_counts_csv(tmp_path / "c.csv", counts, 299)
     assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 300
 
 

@@ -21,7 +21,18 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from tagger.batch import BatchConfig, BatchConfigError, BatchProgress, BatchSummary, check_roots, run_batch
+from tagger.batch import (
+    BatchConfig,
+    BatchConfigError,
+    BatchProgress,
+    BatchSummary,
+    batch_stats,
+    check_roots,
+    plan_batch,
+    run_batch,
+    top_tags,
+    write_counts_csv,
+)
 from tagger.cache import CachedProbs
 from tagger.engine import Tagger
 from tagger.errors import TaggerError
@@ -142,7 +153,35 @@ class TaggerPage:
                     label="Also write a JSON file with all probabilities", elem_id="tagger_batch_json"
                 )
                 with gr.Row():
+                    self.batch_escape = gr.Checkbox(
+                        label="Escape brackets in caption files",
+                        info="Only for captions used as WebUI prompts: trainers read captions as plain text.",
+                        elem_id="tagger_batch_escape",
+                    )
+                    self.batch_backup = gr.Checkbox(
+                        label="Keep a caption the batch changes as .bak",
+                        value=True,
+                        elem_id="tagger_batch_backup",
+                    )
+                with gr.Row():
+                    self.batch_metadata = gr.Textbox(
+                        label="Metadata file for the whole run",
+                        placeholder="optional: a .json or .jsonl file",
+                        elem_id="tagger_batch_metadata",
+                        scale=3,
+                    )
+                    self.batch_workers = gr.Number(
+                        label="Decoding threads (0: automatic)",
+                        value=0,
+                        precision=0,
+                        minimum=0,
+                        maximum=256,
+                        elem_id="tagger_batch_workers",
+                        scale=1,
+                    )
+                with gr.Row():
                     self.batch_start = gr.Button("Start batch", variant="primary", elem_id="tagger_batch_start")
+                    self.batch_preview = gr.Button("Preview (dry run)", elem_id="tagger_batch_preview")
                     self.batch_cancel = gr.Button("Cancel", elem_id="tagger_batch_cancel")
         with gr.Row(elem_id="tagger_model_row"):
             choices = self._model_choices()
@@ -167,6 +206,8 @@ class TaggerPage:
             OptionControls.build(initial, "tags", into=self.controls)
         with gr.Accordion("Formatting", open=False, elem_id="tagger_format"):
             OptionControls.build(initial, "format", into=self.controls)
+        with gr.Accordion("Training captions: order and spelling", open=False, elem_id="tagger_captions"):
+            OptionControls.build(initial, "captions", into=self.controls)
         with gr.Accordion("Presets", open=False, elem_id="tagger_presets"):
             with gr.Row():
                 self.preset = gr.Dropdown(
@@ -243,6 +284,10 @@ class TaggerPage:
             self.batch_format,
             self.batch_existing,
             self.batch_json,
+            self.batch_escape,
+            self.batch_backup,
+            self.batch_metadata,
+            self.batch_workers,
             self.model,
             *c,
         }
@@ -260,6 +305,7 @@ class TaggerPage:
             self.run_batch, batch_inputs, batch_outputs
         )
         self.batch_cancel.click(self.cancel_batch, [self.batch_token], None, queue=False)
+        self.batch_preview.click(self.preview_batch, batch_inputs, batch_outputs)
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -458,6 +504,7 @@ class TaggerPage:
                 "Batch from folder is off on this server: it was started without --batch-root, and it can be "
                 "reached from other machines. Start it with --batch-root FOLDER to allow a folder."
             )
+        metadata = (data[self.batch_metadata] or "").strip()
         config = BatchConfig(
             inputs=inputs,
             recursive=bool(data[self.batch_recursive]),
@@ -467,12 +514,41 @@ class TaggerPage:
             json_sidecar=bool(data[self.batch_json]),
             batch_size=batch_size or None,
             roots=roots,
+            escape=bool(data[self.batch_escape]),
+            backup=bool(data[self.batch_backup]),
+            metadata=Path(metadata).expanduser() if metadata else None,
+            workers=int(data[self.batch_workers] or 0) or None,
         )
         try:
             check_roots(config)
         except BatchConfigError as e:
             raise TaggerError(f"Batch: {e}. The server allows more with --batch-root FOLDER.") from e
         return config
+
+    def preview_batch(self, data: dict[Any, Any]) -> dict[Any, Any]:
+        """A dry run: what the batch would write where, and (from the probability cache alone) what these
+        options make of the images; nothing is written and the model is not run."""
+        shown = {self.batch_results: gr.update(visible=True), self.batch_progress: "", self.batch_csv: None}
+        try:
+            config = self._batch_config(data)
+            options = self.controls.options(data)
+            plan = plan_batch(config)
+        except TaggerError as e:
+            return {**shown, self.status: self._error(str(e))}
+        model = render.choice_to_model(data[self.model])
+        stats, note = None, ""
+        try:
+            stats = batch_stats(self.tagger, model, config, options, plan)
+        except TaggerError as e:  # the model's files are not here, or no cache: the plan alone
+            note = f"No tag statistics: {e}"
+        rows = top_tags(stats.after, stats.cached) if stats else []
+        return {
+            **shown,
+            self.batch_summary: render.plan_html(plan, stats, note),
+            self.batch_table: table_update(rows),
+            self.batch_chart: render.bar_chart_html(rows),
+            self.status: render.status_html(loaded=self._loaded_names()),
+        }
 
     def run_batch(self, data: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Run a batch in a worker thread and stream its progress into the page."""
@@ -538,10 +614,10 @@ class TaggerPage:
     def _batch_result(
         self, summary: BatchSummary, last: BatchProgress | None, model_choice: str, folder: Path
     ) -> dict[Any, Any]:
-        rows = render.top_tags(summary.tag_counts, summary.tagged)
+        rows = top_tags(summary.tag_counts, summary.tagged)
         csv_path = None
         if summary.tag_counts:
-            csv_path = str(render.write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
+            csv_path = str(write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
         return {
             self.batch_progress: render.progress_html(last) if last else "",
             self.batch_summary: render.summary_html(summary),

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 import html
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
-from tagger.batch import BatchProgress, BatchSummary
+from tagger.batch import ACTIONS, BatchPlan, BatchProgress, BatchStats, BatchSummary
 from tagger.hub import ModelInfo
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, format_tag
@@ -150,21 +147,36 @@ def summary_html(s: BatchSummary) -> str:
         f"{head}: {s.tagged} tagged, {s.skipped} skipped, {s.failed} failed in {duration(s.elapsed)}"
         f" ({s.images_per_s:.1f} images/s)."
     )
+    if s.backups:
+        text += f" {s.backups} earlier captions kept as backups."
+    return "\n".join([f"<div class='tagger-summary'>{_esc(text)}</div>", *_failures_html(s.failures)])
+
+
+def _failures_html(failures: Sequence[tuple[str, str]]) -> list[str]:
+    if not failures:
+        return []
+    rows = "".join(f"<tr><td>{_esc(path)}</td><td>{_esc(reason)}</td></tr>" for path, reason in failures[:200])
+    more = f"<div>…and {len(failures) - 200} more (see the console).</div>" if len(failures) > 200 else ""
+    return [
+        "<details open class='tagger-failures'><summary>Failures</summary><table>"
+        f"<thead><tr><th>Image</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>{more}</details>"
+    ]
+
+
+def plan_html(plan: BatchPlan, stats: BatchStats | None, note: str = "") -> str:
+    """A dry run: the images by what the batch would do with them, collisions, and the tag statistics."""
+    counts = plan.counts
+    bits = [f"{counts[a]} {a}" for a in ACTIONS]
+    if counts["duplicate"]:
+        bits.append(f"{counts['duplicate']} duplicate")
+    bits.append(f"{counts['failed']} failed")
+    text = f"Preview, nothing written: {len(plan.entries)} images: {', '.join(bits)}."
+    if plan.backups:
+        text += f" {len(plan.backups)} captions would be kept as a backup first."
     parts = [f"<div class='tagger-summary'>{_esc(text)}</div>"]
-    if s.failures:
-        rows = "".join(f"<tr><td>{_esc(path)}</td><td>{_esc(reason)}</td></tr>" for path, reason in s.failures[:200])
-        more = f"<div>…and {len(s.failures) - 200} more (see the console).</div>" if len(s.failures) > 200 else ""
-        parts.append(
-            "<details open class='tagger-failures'><summary>Failures</summary><table>"
-            f"<thead><tr><th>Image</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>{more}</details>"
-        )
-    return "\n".join(parts)
-
-
-def top_tags(counts: Counter[str], images: int, n: int = 200) -> list[list[object]]:
-    """``[tag, images, share %]`` rows for the most frequent tags, ties broken alphabetically."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-    return [[tag, c, round(100.0 * c / images, 1) if images else 0.0] for tag, c in ordered]
+    lines = stats.summary_lines() if stats is not None else [note] if note else []
+    parts += [f"<div class='tagger-status-line'>{_esc(line)}</div>" for line in lines]
+    return "\n".join(parts + _failures_html(plan.failures))
 
 
 def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
@@ -182,13 +194,3 @@ def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
             f"<span class='tagger-bar-value'>{_esc(count)} ({_esc(share)}%)</span></div>"
         )
     return f"<div class='tagger-chart'>{''.join(lines)}</div>"
-
-
-def write_counts_csv(path: Path, counts: Counter[str], images: int) -> Path:
-    """All tag counts as CSV (``tag,images,share_percent``), UTF-8 with a BOM so spreadsheet apps read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["tag", "images", "share_percent"])
-        w.writerows(top_tags(counts, images, n=len(counts)))
-    return path
