@@ -31,6 +31,7 @@ class TagResult:
     general: dict[str, float]
     character: dict[str, float]
     tags: tuple[str, ...] = field(default=())  # the prompt's items, formatted
+    keys: tuple[str, ...] = field(default=())  # each item's normalize_tag key (what excludes and merges compare)
 
     @property
     def top_rating(self) -> str | None:
@@ -75,6 +76,19 @@ def _passing(probs: np.ndarray, idx: np.ndarray, threshold: float) -> list[tuple
     return [(int(idx[k]), float(p[k])) for k in keep]
 
 
+def thresholds(
+    probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """The (general, character) thresholds ``opts`` set for ``probs``: as given, or their MCut points."""
+    g_thr = opts.general_threshold
+    if opts.general_mcut:
+        g_thr = mcut[0] if mcut else mcut_threshold(probs[labels.general])
+    c_thr = opts.character_threshold
+    if opts.character_mcut:
+        c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
+    return g_thr, c_thr
+
+
 def postprocess(
     probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
 ) -> TagResult:
@@ -90,13 +104,7 @@ def postprocess(
 
     rating = sorted(((names[i], float(probs[i])) for i in labels.rating), key=lambda kv: -kv[1])
 
-    g_thr = opts.general_threshold
-    if opts.general_mcut:
-        g_thr = mcut[0] if mcut else mcut_threshold(probs[labels.general])
-    c_thr = opts.character_threshold
-    if opts.character_mcut:
-        c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
-
+    g_thr, c_thr = thresholds(probs, labels, opts, mcut=mcut)
     excluded = {normalize_tag(t) for t in opts.exclude_tags}
     chosen = [
         (i, p, True) for i, p in _passing(probs, labels.character, c_thr) if normalize_tag(names[i]) not in excluded
@@ -112,13 +120,13 @@ def postprocess(
         chosen = chosen[: opts.max_tags]
 
     items: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, None] = {}  # the items' keys, in order
 
     def add(text: str, prob: float | None) -> None:
         key = normalize_tag(text)
         if not key or key in seen:
             return
-        seen.add(key)
+        seen[key] = None
         items.append(f"({text}:{prob:.2f})" if opts.weights and prob is not None else text)
 
     if opts.include_rating and rating:
@@ -134,4 +142,5 @@ def postprocess(
         general={names[i]: p for i, p, is_char in chosen if not is_char},
         character={names[i]: p for i, p, is_char in chosen if is_char},
         tags=tuple(items),
+        keys=tuple(seen),
     )
