@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tagger.compare import compare
+from tagger.embedded import read_generation_data
 from tagger.errors import ImageError, TaggerError
 from tagger.files import hash_file, new_hash, write_atomic
 from tagger.images import image_extensions
@@ -31,6 +33,7 @@ from tagger.postprocess import TagResult, normalize_tag, postprocess
 log = logging.getLogger(__name__)
 
 EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
+CAPTION_SOURCES = ("tags", "merge")
 SIDECAR_FLOOR = 0.01  # probabilities below this are left out of JSON sidecars (re-thresholding stays exact above)
 _TOKEN = re.compile(r"\[([a-z]+)(?::([A-Za-z0-9_-]+))?\]")
 
@@ -49,6 +52,9 @@ class BatchConfig:
     json_sidecar: bool = False
     batch_size: int | None = None
     roots: tuple[Path, ...] | None = None  # resolved folders that images and captions must stay in (None: anywhere)
+    # "merge": an image carrying a prompt (A1111, NovelAI, ComfyUI) is captioned from it and the tags together
+    # (Comparison.caption_tags: trigger words kept, noise dropped); "tags": the tags alone, as always.
+    caption_from: str = "tags"
 
 
 @dataclass
@@ -259,6 +265,8 @@ def run_batch(
     """Caption every image of ``config.inputs``. See the module docstring for the guarantees."""
     if config.existing not in EXISTING_POLICIES:
         raise BatchConfigError(f"existing: {config.existing!r} is not one of {', '.join(EXISTING_POLICIES)}")
+    if config.caption_from not in CAPTION_SOURCES:
+        raise BatchConfigError(f"caption from: {config.caption_from!r} is not one of {', '.join(CAPTION_SOURCES)}")
     check_filename_format(config.filename_format)
     for inp in config.inputs:
         if not Path(inp).exists():
@@ -344,15 +352,18 @@ def run_batch(
                 fail(job.image, pred.error.reason if isinstance(pred.error, ImageError) else str(pred.error))
                 continue
             result = postprocess(pred.probs, labels, options, mcut=mcut)
+            tags = list(result.tags)
+            if config.caption_from == "merge":
+                tags = merged_caption(job.image, pred.probs, labels, options, mcut) or tags
             try:
-                _write_caption(job, result, config)
+                _write_caption(job, tags, config)
                 if config.json_sidecar:
                     record = sidecar_record(pred.probs, labels, model_id, result)
                     write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
             except OSError as e:
                 fail(job.image, f"caption {job.caption} could not be written ({e.strerror or e})")
                 continue
-            summary.tag_counts.update(result.tags)
+            summary.tag_counts.update(tags)
             summary.tagged += 1
             done += 1
             report(str(job.image))
@@ -388,8 +399,15 @@ def _collision_reason(image: Path, first: Path, caption: Path, config: BatchConf
     return f"{why}; to give each image its own, {fix}"
 
 
-def _write_caption(job: Job, result: TagResult, config: BatchConfig) -> None:
-    tags = list(result.tags)
+def merged_caption(image: Path, probs: Any, labels: Any, options: TagOptions, mcut: Any) -> list[str] | None:
+    """The caption of ``image`` from its embedded prompt and the tags; None when it carries no prompt."""
+    data = read_generation_data(image)
+    if data is None or not data.prompt.strip():
+        return None
+    return compare(data.prompt, probs, labels, options, mcut=mcut).caption_tags()
+
+
+def _write_caption(job: Job, tags: list[str], config: BatchConfig) -> None:
     if config.existing in ("append", "prepend") and job.caption.exists():
         old = job.caption.read_text(encoding="utf-8-sig", errors="replace")
         tags = merge_tags(split_caption(old), tags, config.existing)

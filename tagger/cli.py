@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with captions that exist (default skip: never touched, image not even read)",
     )
     cap.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
+    cap.add_argument(
+        "--caption-from",
+        choices=("tags", "merge"),
+        default="tags",
+        help="merge: an image carrying its prompt (A1111, NovelAI, ComfyUI) is captioned with the embedded tags "
+        "the tagger confirms and the words it cannot judge (trigger words; not LoRAs, quality or score tags), "
+        "then the tagger's own (default tags: the tags alone)",
+    )
     _add_tag_options(tag)
     _common(tag)
 
@@ -204,11 +212,14 @@ def _emit(out: TextIO, text: str) -> None:
 
 def _caption_mode(args: argparse.Namespace) -> bool:
     batch_flags = args.captions or args.recursive or args.output_dir or args.json or args.existing
+    batch_flags = batch_flags or args.caption_from != "tags"
     return bool(batch_flags or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths))
 
 
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.cache import ProbCache, cache_file
+    from tagger.compare import report
+    from tagger.embedded import read_generation_data
     from tagger.engine import Tagger
 
     def on_load(loaded: Any) -> None:
@@ -239,6 +250,9 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "json":
             record = {"path": str(item.source), "prompt": r.prompt, "rating": r.rating,
                       "general": r.general, "character": r.character}  # fmt: skip
+            # With the image's own generation data, that and the comparison too (nothing for other images).
+            mcut = item.hit.mcut if item.hit is not None else None
+            record.update(report(read_generation_data(item.source), item.probs, item.labels, opts, mcut=mcut))
             _emit(out, json.dumps(record, ensure_ascii=False))
         else:
             _emit(out, f"{item.source}: {r.prompt}")
@@ -260,6 +274,7 @@ def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions) ->
         existing=args.existing or "skip",
         json_sidecar=args.json,
         batch_size=args.batch_size,
+        caption_from=args.caption_from,
     )
     cancel = threading.Event()
     reporter = _ProgressReporter(sys.stderr)

@@ -34,6 +34,7 @@ _BREAK = re.compile(r"\bBREAK\b")
 _EMBEDDING = re.compile(r"^embedding:\s*(\S.*)$", re.IGNORECASE)
 _UNESCAPE = re.compile(r"\\(.)")
 _SEPARATORS = ",\n"
+_PIECES = re.compile(r"[,\n]|(?:\\.|\\$|[^,\n\\])+", re.S)  # separators, and the text between (escapes kept)
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 ROUND, SQUARE, CURLY = 1.1, 1 / 1.1, 1.05  # attention factors: WebUI ( ) and [ ], NovelAI { }
 
@@ -117,12 +118,13 @@ class Prompt:
             return self.text
         keep = [not drop(t) if t.kind in (TAG, NETWORK, EMBEDDING) else True for t in self.tokens]
         out: list[str] = []
-        for pre, nodes, tail in self._subprompts:
+        for n, (pre, nodes, tail) in enumerate(self._subprompts):
             body = _render_seq(nodes, self.tokens, keep)
-            if body is None:
+            if body is None and nodes:  # all of this sub-prompt went: its AND goes with it
                 continue
-            out.append((pre if out else "") + body + tail)
-        return "".join(out).strip()
+            body = body or ""
+            out.append((pre + body if out else body.lstrip() if n else body) + tail)
+        return "".join(out)
 
 
 def _strong(sep: str) -> bool:
@@ -219,7 +221,7 @@ class _Parser:
     def text(self, raw: str, pre: str, weight: float, fixed: bool) -> tuple[list[_Node], str]:
         """Plain text (no brackets) -> items, BREAKs; returns them and the separators left after them."""
         nodes: list[_Node] = []
-        for piece in re.split(r"([,\n])", raw):
+        for piece in _PIECES.findall(raw):
             if piece in _SEPARATORS:
                 pre += piece
                 continue
