@@ -51,8 +51,10 @@ CASES = [
     ("(<lora:x:1>:1.2)", [(NETWORK, "lora:x", 1.2, False)]),
     ("a <b", [tag("a <b")]),  # not an extra network: text
     # embeddings, ComfyUI style
-    ("embedding:EasyNegative, (embedding:bad_hands:1.2)", [(EMBEDDING, "embedding:easynegative", 1.0, False),
-                                                           (EMBEDDING, "embedding:bad hands", 1.2, False)]),  # fmt: skip
+    (
+        "embedding:EasyNegative, (embedding:bad_hands:1.2)",
+        [(EMBEDDING, "embedding:easynegative", 1.0, False), (EMBEDDING, "embedding:bad hands", 1.2, False)],
+    ),
     # BREAK (any nesting, with or without commas) and AND (composable sub-prompts, each with its weight)
     ("a BREAK b", [tag("a"), (BREAK, "break", 1.0, False), tag("b")]),
     ("a, BREAK, b", [tag("a"), (BREAK, "break", 1.0, False), tag("b")]),
