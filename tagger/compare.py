@@ -29,10 +29,10 @@ from tagger.prompt import EMBEDDING, NETWORK, TAG, Prompt, Token, parse
 # Why an item cannot be judged; the key is what the JSON answers carry.
 REASONS = {
     "network": "LoRA or other extra network",
-    "embedding": "embedding",
+    "embedding": "embedding reference",
     "quality": "quality or score tag",
-    "rating": "rating",
-    "artist": "artist",
+    "rating": "rating tag",
+    "artist": "artist name",
     "unknown": "not among this model's tags",
 }
 # Quality and aesthetic words of the common base models' prompting guides (NovelAI, Animagine, Illustrious,

@@ -95,10 +95,11 @@ class GenerationData:
     def infotext(self, prompt: str | None = None) -> str:
         """The WebUI's infotext of this data (``prompt`` in place of its own): what its PNG Info sends."""
         lines = [self.prompt if prompt is None else prompt]
-        if self.negative_prompt or self.settings_line:
+        settings = self.settings_line if len(_PAIR.findall(self.settings_line)) >= 3 else ""
+        if self.negative_prompt or settings:
             lines.append(f"{NEGATIVE} {self.negative_prompt}".rstrip())
-        if self.settings_line:
-            lines.append(self.settings_line)
+        if settings:
+            lines.append(settings)
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,10 +159,14 @@ def parse_infotext(text: str) -> tuple[str, str, str]:
 
 
 def is_infotext(text: str) -> bool:
-    """True when ``text``'s last line is a settings line starting with ``Steps:``, as every infotext's is: such
-    a text is meant to be read with its settings (``Steps`` leads the line in every WebUI infotext)."""
-    last = (text or "").rstrip("\n").rsplit("\n", 1)[-1]
-    return last.startswith("Steps:") and len(_PAIR.findall(last)) >= 3
+    """True when ``text`` ends in a settings line (three or more ``name: value`` pairs) that is meant as one:
+    it follows a ``Negative prompt:`` line or starts with ``Steps:``, as every WebUI infotext's does. Weighted
+    tags alone, ``(solo:0.9), (long hair:0.5), (smile:0.36)``, look like settings and are not."""
+    lines = (text or "").rstrip("\n").split("\n")
+    last = lines[-1]
+    if len(_PAIR.findall(last)) < 3:
+        return False
+    return last.startswith("Steps:") or any(line.startswith(NEGATIVE) for line in lines[:-1])
 
 
 # -- EXIF UserComment -------------------------------------------------------------------------------------
