@@ -240,6 +240,15 @@ def test_a_new_image_is_not_compared_with_the_last_ones_tags(page: Any, tmp_path
     assert render.COMPARE_PENDING in later[panel.comparison] and later[panel.merged] == ""
 
 
+def test_interrogate_on_drop_shows_the_generation_data_in_the_same_event(page: Any, tmp_path: Path) -> None:
+    """With "interrogate on drop" a drop starts one event (see _wire), which shows the panel compared."""
+    panel = page.embedded
+    page.host._defaults = HostDefaults(model="test-model", interrogate_on_drop=True)
+    out = page.tag_dropped_and_compare(panel_inputs(page, image=made_by_a1111(tmp_path)), NO_PROGRESS)
+    assert out[panel.group]["visible"] is True and out[panel.state].tagged
+    assert "red theme" in out[panel.merged] and "Added by the tagger" in out[panel.comparison]
+
+
 def test_without_generation_data_the_tab_answers_as_before(page: Any) -> None:
     panel = page.embedded
     out = page.tag_and_compare(panel_inputs(page, image=red()), NO_PROGRESS)
