@@ -112,9 +112,15 @@ def test_comfyui_prompt_graph_and_workflow(tmp_path: Path) -> None:
     )
     assert both is not None and both.source == "comfyui"  # the graph that ran wins over the editor's
     assert (both.prompt, both.negative_prompt, both.settings, both.note) == (pos, neg, settings, "")
-    only = read_generation_data(geninfo.comfy_png(tmp_path / "b.png", None, geninfo.comfy_workflow(pos, neg)))
+    workflow = geninfo.comfy_workflow(pos, neg)
+    only = read_generation_data(geninfo.comfy_png(tmp_path / "b.png", None, workflow))
     assert only is not None and only.source == "comfyui-workflow"
     assert (only.prompt, only.negative_prompt, only.settings) == (pos, neg, settings)
+    # The newer editor writes links as objects.
+    names = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    workflow["links"] = [dict(zip(names, link, strict=True)) for link in workflow["links"]]
+    objects = read_generation_data(geninfo.comfy_png(tmp_path / "c.png", None, workflow))
+    assert objects is not None and (objects.prompt, objects.negative_prompt) == (pos, neg)
 
 
 def test_comfyui_follows_single_paths_and_linked_text(tmp_path: Path) -> None:
