@@ -31,6 +31,8 @@ from typing import IO, Any
 
 from PIL import Image
 
+from tagger.compare import compare
+from tagger.embedded import read_generation_data
 from tagger.errors import ImageError, TaggerError
 from tagger.files import atomic_file, hash_file, new_hash, write_atomic
 from tagger.images import image_extensions
@@ -43,6 +45,7 @@ EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
 # What a run does with an image's caption: write a new one, leave it, or change it by the policy.
 ACTIONS = ("new", "skip", "overwrite", "append", "prepend")
 METADATA_SUFFIXES = (".json", ".jsonl")
+CAPTION_SOURCES = ("tags", "merge")
 SIDECAR_FLOOR = 0.01  # probabilities below this are left out of JSON sidecars (re-thresholding stays exact above)
 _TOKEN = re.compile(r"\[([a-z]+)(?::([A-Za-z0-9_-]+))?\]")
 
@@ -67,6 +70,9 @@ class BatchConfig:
     backup_dir: Path | None = None  # the backups here instead, mirroring the captions' folders
     metadata: Path | None = None  # one .json or .jsonl file for the whole run (kohya's --output_path)
     workers: int | None = None  # decoding threads; None: what the machine can use
+    # "merge": an image carrying a prompt (A1111, NovelAI, ComfyUI) is captioned from it and the tags together
+    # (Comparison.caption_tags: trigger words kept, noise dropped); "tags": the tags alone, as always.
+    caption_from: str = "tags"
 
 
 @dataclass
@@ -231,6 +237,8 @@ def check_config(config: BatchConfig) -> None:
     """Refuse settings that cannot work, before anything is read or written; BatchConfigError says which."""
     if config.existing not in EXISTING_POLICIES:
         raise BatchConfigError(f"existing: {config.existing!r} is not one of {', '.join(EXISTING_POLICIES)}")
+    if config.caption_from not in CAPTION_SOURCES:
+        raise BatchConfigError(f"caption from: {config.caption_from!r} is not one of {', '.join(CAPTION_SOURCES)}")
     check_filename_format(config.filename_format)
     for inp in config.inputs:
         if not Path(inp).exists():
@@ -665,8 +673,14 @@ def run_batch(
                     fail(job.image, pred.error.reason if isinstance(pred.error, ImageError) else str(pred.error))
                     continue
                 result = postprocess(pred.probs, labels, opts, mcut=mcut)
+                tags = list(result.tags)
+                merged = (
+                    merged_caption(job.image, pred.probs, labels, opts, mcut)
+                    if config.caption_from == "merge"
+                    else None
+                )
                 try:
-                    text, backed_up = _write_caption(job, result, config, opts.separator)
+                    text, backed_up = _write_caption(job, merged or tags, config, opts.separator)
                     record = None
                     if config.json_sidecar or meta is not None:
                         record = sidecar_record(pred.probs, labels, model_id, result)
@@ -679,7 +693,7 @@ def run_batch(
                     keep = ("model", "rating", "general", "character", "floor")
                     meta.add(job.image, text, {k: record[k] for k in keep})
                 summary.backups += backed_up
-                summary.tag_counts.update(result.plain)
+                summary.tag_counts.update(merged or result.plain)
                 summary.tagged += 1
                 done += 1
                 report(str(job.image))
@@ -715,14 +729,21 @@ def _collision_reason(image: Path, first: Path, caption: Path, config: BatchConf
     return f"{why}; to give each image its own, {fix}"
 
 
+def merged_caption(image: Path, probs: Any, labels: Any, options: TagOptions, mcut: Any) -> list[str] | None:
+    """The caption of ``image`` from its embedded prompt and the tags; None when it carries no prompt."""
+    data = read_generation_data(image)
+    if data is None or not data.prompt.strip():
+        return None
+    return compare(data.prompt, probs, labels, options, mcut=mcut).caption_tags()
+
+
 def _read_caption(path: Path) -> str:
     return path.read_text(encoding="utf-8-sig", errors="replace")
 
 
-def _write_caption(job: Job, result: TagResult, config: BatchConfig, separator: str) -> tuple[str, bool]:
+def _write_caption(job: Job, tags: list[str], config: BatchConfig, separator: str) -> tuple[str, bool]:
     """Write the caption (merged with the one there for append/prepend); a caption that changes is kept at
     ``job.backup`` first. Returns the caption's text and whether a backup was written."""
-    tags = list(result.tags)
     try:
         old: bytes | None = job.caption.read_bytes()
     except FileNotFoundError:

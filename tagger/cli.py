@@ -191,6 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --dry-run (implied): tag counts before/after the excludes and against the captions there, from "
         "the probability cache alone",
     )
+    cap.add_argument(
+        "--caption-from",
+        choices=("tags", "merge"),
+        default="tags",
+        help="merge: an image carrying its prompt (A1111, NovelAI, ComfyUI) is captioned with the embedded tags "
+        "the tagger confirms and the words it cannot judge (trigger words; not LoRAs, quality or score tags), "
+        "then the tagger's own (default tags: the tags alone)",
+    )
     _add_tag_options(tag)
     _common(tag)
 
@@ -261,12 +269,15 @@ def _emit(out: TextIO, text: str) -> None:
 
 def _caption_mode(args: argparse.Namespace) -> bool:
     batch_flags = [args.captions, args.recursive, args.output_dir, args.json, args.existing, args.no_backup,
-                   args.backup_dir, args.metadata, args.frequency_tags, args.frequency_csv, args.dry_run, args.stats]  # fmt: skip
+                   args.backup_dir, args.metadata, args.frequency_tags, args.frequency_csv, args.dry_run, args.stats,
+                   args.caption_from != "tags"]  # fmt: skip
     return any(batch_flags) or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths)
 
 
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.cache import ProbCache, cache_file
+    from tagger.compare import report
+    from tagger.embedded import read_generation_data
     from tagger.engine import Tagger
 
     def on_load(loaded: Any) -> None:
@@ -297,6 +308,9 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "json":
             record = {"path": str(item.source), "prompt": r.prompt, "rating": r.rating,
                       "general": r.general, "character": r.character}  # fmt: skip
+            # With the image's own generation data, that and the comparison too (nothing for other images).
+            mcut = item.hit.mcut if item.hit is not None else None
+            record.update(report(read_generation_data(item.source), item.probs, item.labels, opts, mcut=mcut))
             _emit(out, json.dumps(record, ensure_ascii=False))
         else:
             _emit(out, f"{item.source}: {r.prompt}")
@@ -322,6 +336,7 @@ def batch_config_from_args(args: argparse.Namespace) -> Any:
         backup_dir=Path(args.backup_dir) if args.backup_dir else None,
         metadata=Path(args.metadata) if args.metadata else None,
         workers=args.workers,
+        caption_from=args.caption_from,
     )
 
 

@@ -33,6 +33,7 @@ class TagResult:
     character: dict[str, float]
     tags: tuple[str, ...] = field(default=())  # the prompt's items, formatted
     plain: tuple[str, ...] = field(default=())  # the same items without escapes or weights, as the bars show tags
+    keys: tuple[str, ...] = field(default=())  # each item's normalize_tag key (what excludes and merges compare)
 
     @property
     def top_rating(self) -> str | None:
@@ -160,6 +161,19 @@ def _passing(probs: np.ndarray, idx: np.ndarray, threshold: float) -> list[tuple
     return [(int(idx[k]), float(p[k])) for k in keep]
 
 
+def thresholds(
+    probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
+) -> tuple[float, float]:
+    """The (general, character) thresholds ``opts`` set for ``probs``: as given, or their MCut points."""
+    g_thr = opts.general_threshold
+    if opts.general_mcut:
+        g_thr = mcut[0] if mcut else mcut_threshold(probs[labels.general])
+    c_thr = opts.character_threshold
+    if opts.character_mcut:
+        c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
+    return g_thr, c_thr
+
+
 def postprocess(
     probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
 ) -> TagResult:
@@ -175,13 +189,7 @@ def postprocess(
 
     rating = sorted(((names[i], float(probs[i])) for i in labels.rating), key=lambda kv: -kv[1])
 
-    g_thr = opts.general_threshold
-    if opts.general_mcut:
-        g_thr = mcut[0] if mcut else mcut_threshold(probs[labels.general])
-    c_thr = opts.character_threshold
-    if opts.character_mcut:
-        c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
-
+    g_thr, c_thr = thresholds(probs, labels, opts, mcut=mcut)
     excluded = {normalize_tag(t) for t in opts.exclude_tags}
     repl = _replacements(opts)
 
@@ -211,14 +219,14 @@ def postprocess(
 
     items: list[str] = []
     plain: list[str] = []
-    seen: set[str] = set()
+    seen: dict[str, None] = {}  # the items' keys, in order
 
     def add(text: str, prob: float | None, *, typed: bool = False) -> None:
         """One item: a model tag's spelling (escaped when asked), or a tag the user ``typed`` (as typed)."""
         key = normalize_tag(text)
         if not key or key in seen:
             return
-        seen.add(key)
+        seen[key] = None
         shown = text if typed or not opts.escape else escape_tag(text)
         items.append(f"({shown}:{prob:.2f})" if opts.weights and prob is not None else shown)
         plain.append(_UNESCAPE.sub(r"\1", text) if typed else text)
@@ -248,4 +256,5 @@ def postprocess(
         character={names[c.index]: c.prob for c in chosen if c.is_char},
         tags=tuple(items),
         plain=tuple(plain),
+        keys=tuple(seen),
     )

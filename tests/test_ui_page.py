@@ -21,6 +21,7 @@ import gradio as gr
 
 from tagger.batch import BatchProgress, BatchSummary, top_tags, write_counts_csv
 from tagger.cache import ProbCache
+from tagger.compare import REASONS
 from tagger.engine import Tagger
 from tagger.host import HostDefaults, StandaloneHost
 from tagger.hub import ModelInfo
@@ -165,6 +166,100 @@ def test_interrogate_on_drop_follows_the_setting(page: Any) -> None:
     assert set(page.interrogate_on_drop(inputs(page, image=red()), NO_PROGRESS)) == {page.status}
     page.host._defaults = HostDefaults(model="test-model", interrogate_on_drop=True)
     assert page.prompt in page.interrogate_on_drop(inputs(page, image=red()), NO_PROGRESS)
+
+
+# -- the image's own generation data ---------------------------------------------------------------------
+
+
+def made_by_a1111(tmp_path: Path) -> Image.Image:
+    """A PNG written as the WebUI writes it, opened as gradio hands it to the page (decoded and converted)."""
+    from tests import geninfo
+
+    with Image.open(geninfo.a1111_png(tmp_path / "made.png")) as im:
+        return im.convert("RGBA")
+
+
+def panel_inputs(page: Any, **overrides: Any) -> dict[Any, Any]:
+    panel = page.embedded
+    data = inputs(page, **{k: v for k, v in overrides.items() if k not in ("keep", "send", "shown")})
+    data.update({panel.keep_networks: overrides.get("keep", True), panel.send_settings: overrides.get("send", False)})
+    data[panel.state] = overrides.get("shown")
+    return data
+
+
+def test_a_dropped_image_shows_its_generation_data_at_once(page: Any, tmp_path: Path) -> None:
+    from tagger.embedded import parse_infotext
+    from tests import geninfo
+
+    panel = page.embedded
+    prompt, negative, settings = parse_infotext(geninfo.INFOTEXT)
+    shown = panel.show(made_by_a1111(tmp_path), True, False)
+    assert shown[panel.group]["visible"] is True
+    assert (shown[panel.prompt], shown[panel.negative], shown[panel.settings]) == (prompt, negative, settings)
+    assert "A1111 / Forge" in shown[panel.source] and render.COMPARE_PENDING in shown[panel.comparison]
+    assert shown[panel.merged] == "" and page.tagger.loaded() == []  # no model ran for it
+    plain = panel.show(red(), True, False)
+    assert plain[panel.group]["visible"] is False and plain[panel.state].data is None
+    assert panel.show(None, True, False)[panel.group]["visible"] is False
+
+
+def test_tagging_compares_and_option_changes_follow(page: Any, tmp_path: Path) -> None:
+    panel = page.embedded
+    image = made_by_a1111(tmp_path)
+    out = page.tag_and_compare(panel_inputs(page, image=image), NO_PROGRESS)
+    assert out[page.prompt] == page.interrogate(inputs(page, image=image), NO_PROGRESS)[page.prompt]
+    groups = out[panel.comparison]
+    assert "Confirmed by the tagger" in groups and "<span>hakurei reimu</span> <b>0.30</b>" in groups
+    assert "<span>&lt;lora:myStyle:0.8&gt;</span> <i>LoRA or other extra network</i>" in groups
+    merged = out[panel.merged]
+    assert merged.startswith("masterpiece, (solo:1.2), long_hair, smile, <lora:myStyle:0.8>, sks_style, 東方, ")
+    assert "hakurei" not in merged and "red theme" in merged
+    # A threshold under hakurei_reimu's 0.3 (the page's host starts general at 0.3): it is confirmed now.
+    later = page.retag_and_compare(
+        panel_inputs(page, last=out[page.last], shown=out[panel.state], character_threshold=0.25)
+    )
+    assert "hakurei reimu" in later[panel.merged] and later[page.prompt] != out[page.prompt]
+    # The switches: LoRA references out of both prompts; the negative prompt and settings sent along.
+    switched = page.switch_embedded(
+        panel_inputs(page, last=out[page.last], shown=out[panel.state], keep=False, send=True)
+    )
+    assert "<lora" not in switched[panel.prompt] and "<lora" not in switched[panel.merged]
+    assert switched[panel.merged].endswith(
+        "\nNegative prompt: (worst quality:1.4), bad hands\nSteps: 20, Sampler: "
+        "DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 64x48, "
+        'Lora hashes: "myStyle: 0123abcd"'
+    )
+
+
+def test_a_new_image_is_not_compared_with_the_last_ones_tags(page: Any, tmp_path: Path) -> None:
+    """Dropping another image keeps the last prediction for re-formatting, as before; the panel waits."""
+    panel = page.embedded
+    first = page.tag_and_compare(panel_inputs(page, image=red()), NO_PROGRESS)
+    assert first[panel.group]["visible"] is False
+    shown = panel.show(made_by_a1111(tmp_path), True, False)[panel.state]
+    later = page.retag_and_compare(panel_inputs(page, last=first[page.last], shown=shown, general_threshold=0.5))
+    assert render.COMPARE_PENDING in later[panel.comparison] and later[panel.merged] == ""
+
+
+def test_interrogate_on_drop_shows_the_generation_data_in_the_same_event(page: Any, tmp_path: Path) -> None:
+    """With "interrogate on drop" a drop starts one event (see _wire), which shows the panel compared."""
+    panel = page.embedded
+    page.host._defaults = HostDefaults(model="test-model", interrogate_on_drop=True)
+    out = page.tag_dropped_and_compare(panel_inputs(page, image=made_by_a1111(tmp_path)), NO_PROGRESS)
+    assert out[panel.group]["visible"] is True and out[panel.state].tagged
+    assert "red theme" in out[panel.merged] and "Added by the tagger" in out[panel.comparison]
+
+
+def test_without_generation_data_the_tab_answers_as_before(page: Any) -> None:
+    panel = page.embedded
+    out = page.tag_and_compare(panel_inputs(page, image=red()), NO_PROGRESS)
+    before = page.interrogate(inputs(page, image=red()), NO_PROGRESS)
+    assert {k: out[k] for k in before if k is not page.last and k is not page.status} == {
+        k: v for k, v in before.items() if k is not page.last and k is not page.status
+    }
+    assert out[panel.group]["visible"] is False and out[panel.merged] == ""
+    failed = page.tag_and_compare(panel_inputs(page), NO_PROGRESS)  # no image: only the status says so
+    assert "No image" in failed[page.status] and page.prompt not in failed
 
 
 def test_clicking_a_tag_adds_it_to_the_excludes_once(page: Any) -> None:
@@ -494,6 +589,8 @@ def test_every_ui_string_has_a_chinese_translation(page: Any) -> None:
     zh = json.loads((ROOT / "localizations" / "zh_CN.json").read_text(encoding="utf-8"))
     wanted = _ui_strings(page.demo) | {s.label for s in settings_list(list)}
     wanted |= {"Tagger", "Send to txt2img", "Send to img2img", "Stored in", render.NO_MODEL_LOADED}
+    wanted |= {render.EMBEDDED_FOUND, render.COMPARE_PENDING, render.NO_EMBEDDED_PROMPT, *dict(render.GROUPS).values()}
+    wanted |= set(REASONS.values())
     for s in settings_list(list):
         args = s.args() if callable(s.args) else (s.args or {})
         wanted.update(c for c in args.get("choices", []) if isinstance(c, str))

@@ -37,6 +37,8 @@ from tagger.api.schemas import (
     unknown_fields,
 )
 from tagger.catalog import canonical
+from tagger.compare import report
+from tagger.embedded import read_generation_data
 from tagger.engine import ImageTags, Tagger
 from tagger.errors import ImageError, OptionsError
 from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping
@@ -65,14 +67,25 @@ def request_options(req: BaseModel, warnings: list[str]) -> TagOptions:
     return options_from_mapping(given)
 
 
-def _tags_fields(item: ImageTags) -> dict[str, Any]:
+def _tags_fields(item: ImageTags, image: bytes, opts: TagOptions) -> dict[str, Any]:
+    """The answer's tag fields; ``embedded`` and ``comparison`` only for an image carrying generation data
+    (the routes leave unset fields out, so any other image is answered as before)."""
     r = item.result
     caption = legacy_caption(r, item.labels)
-    return {"caption": caption, "prompt": r.prompt, "rating": r.rating, "general": r.general, "character": r.character}
+    fields = {
+        "caption": caption,
+        "prompt": r.prompt,
+        "rating": r.rating,
+        "general": r.general,
+        "character": r.character,
+    }
+    mcut = item.hit.mcut if item.hit is not None else None
+    fields.update(report(read_generation_data(image), item.probs, item.labels, opts, mcut=mcut))
+    return fields
 
 
 def _failed(index: int, err: ImageError) -> BatchItem:
-    return BatchItem(index=index, ok=False, error=ItemError(error=str(err), field=err.source))
+    return BatchItem(index=index, ok=False, result=None, error=ItemError(error=str(err), field=err.source))
 
 
 def _loaded_out(m: LoadedModel) -> LoadedOut:
@@ -173,7 +186,7 @@ class Routes:
         if isinstance(item, ImageError):
             raise ImageError("image", item.reason)
         return InterrogateResponse(
-            **_tags_fields(item),
+            **_tags_fields(item, data, opts),
             model=item.model,
             provider=item.provider,
             provider_note=item.note or None,
@@ -202,11 +215,11 @@ class Routes:
                 items[i] = _failed(i, e)
         model, provider, note = name, "cache", None
         answers = self.tag(name, [data for _, data in good], opts) if good else []
-        for (i, _), item in zip(good, answers, strict=True):
+        for (i, data), item in zip(good, answers, strict=True):
             if isinstance(item, ImageError):
                 items[i] = _failed(i, ImageError(f"images[{i}]", item.reason))
                 continue
-            items[i] = BatchItem(index=i, ok=True, result=TagsOut(**_tags_fields(item)))
+            items[i] = BatchItem(index=i, ok=True, result=TagsOut(**_tags_fields(item, data, opts)), error=None)
             model = item.model
             if not item.cached:
                 provider, note = item.provider, item.note or None
@@ -245,6 +258,9 @@ class Routes:
         as they are, so that a later mount can find and replace them (newer ones nest included routers)."""
         route_class = type("TaggerRoute", (TaggerRoute,), {"routes": self})
         deps = [Depends(DocumentedBasicAuth(scheme_name="HTTPBasic", auto_error=False))] if self.auth.enabled else []
+        # The two tagging answers leave out the fields they did not set: ``embedded`` and ``comparison`` are
+        # there only for an image carrying generation data, so every other answer stays as it was.
+        sparse = {"interrogate", "interrogate/batch"}
         table: list[tuple[str, Callable[..., Any], str, Any, str]] = [
             ("interrogators", self.interrogators, "GET", InterrogatorsResponse, "List model names"),
             ("models", self.models, "GET", ModelsResponse, "List models with details"),
@@ -264,6 +280,7 @@ class Routes:
                 responses=ERROR_RESPONSES,
                 route_class_override=route_class,
                 response_model=response_model,
+                response_model_exclude_unset=path in sparse,
                 summary=summary,
             )
 

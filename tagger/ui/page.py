@@ -43,6 +43,7 @@ from tagger.postprocess import normalize_tag, postprocess
 from tagger.presets import PresetStore
 from tagger.ui import compat, render
 from tagger.ui.controls import OptionControls
+from tagger.ui.embedded_panel import EmbeddedPanel
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,12 @@ class TaggerPage:
                 self.batch_json = gr.Checkbox(
                     label="Also write a JSON file with all probabilities", elem_id="tagger_batch_json"
                 )
+                self.batch_merge = gr.Checkbox(
+                    label="Caption images that carry their prompt from it and the tags together",
+                    info="The embedded tags the tagger confirms and the words it cannot judge (trigger words), "
+                    "without LoRAs, quality or score tags, then its own tags",
+                    elem_id="tagger_batch_merge",
+                )
                 with gr.Row():
                     self.batch_escape = gr.Checkbox(
                         label="Escape brackets in caption files",
@@ -234,6 +241,8 @@ class TaggerPage:
         if self.host.send_targets():
             with gr.Row(elem_id="tagger_send_row"):
                 self.send_buttons = self.host.add_send_buttons(self.image, self.prompt)
+        self.embedded = EmbeddedPanel(self.host)  # shown for images that carry their generation data
+        self.embedded.build(self.image)
         self.ratings = gr.Label(label="Rating", num_top_classes=4, elem_id="tagger_ratings")
         self.tags = gr.Label(label="Tags (click one to exclude it)", num_top_classes=TOP_TAGS, elem_id="tagger_tags")
         with gr.Group(visible=False, elem_id="tagger_batch_results") as self.batch_results:
@@ -253,20 +262,27 @@ class TaggerPage:
 
     def _wire(self) -> None:
         c = self.controls
-        tag_outputs = [self.prompt, self.ratings, self.tags, self.status, self.last, self.model]
-        run_inputs = {self.image, self.model, self.unload_after, *c}
-        self.interrogate_btn.click(self.interrogate, run_inputs, tag_outputs)
+        panel = self.embedded
+        tag_outputs = [self.prompt, self.ratings, self.tags, self.status, self.last, self.model, *panel.outputs]
+        run_inputs = {self.image, self.model, self.unload_after, *c, *panel.switches}
+        self.interrogate_btn.click(self.tag_and_compare, run_inputs, tag_outputs)
         if self.host.defaults().interrogate_on_drop:
             # Only when wanted: gradio 4.40 can lose the result of an event that starts while another of the
             # same session finishes (an upload event and a quick click on Interrogate), leaving it pending.
-            self.image.upload(self.interrogate_on_drop, run_inputs, tag_outputs)
-        retag_inputs = {self.last, *c}
-        retag_outputs = [self.prompt, self.ratings, self.tags, self.status]
+            # For the same reason a drop starts this one event, which shows the generation data as well.
+            self.image.upload(self.tag_dropped_and_compare, run_inputs, tag_outputs)
+            self.image.clear(panel.show, [self.image, *panel.switches], panel.outputs, queue=False)
+        else:
+            self.image.change(panel.show, [self.image, *panel.switches], panel.outputs, queue=False)
+        retag_inputs = {self.last, *c, panel.state, *panel.switches}
+        retag_outputs = [self.prompt, self.ratings, self.tags, self.status, *panel.outputs]
         for comp in c:
-            comp.change(self.retag, retag_inputs, retag_outputs, queue=False)
+            comp.change(self.retag_and_compare, retag_inputs, retag_outputs, queue=False)
+        for switch in panel.switches:
+            switch.change(self.switch_embedded, retag_inputs, panel.outputs, queue=False)
         exclude = c.components["exclude_tags"]
         self.tags.select(self.exclude_selected, [exclude], [exclude], queue=False).then(
-            self.retag, retag_inputs, retag_outputs, queue=False
+            self.retag_and_compare, retag_inputs, retag_outputs, queue=False
         )
         self.refresh_btn.click(self.refresh_models, [self.model], [self.model], queue=False)
         self.unload_btn.click(self.unload_all, None, [self.status], queue=False)
@@ -288,6 +304,7 @@ class TaggerPage:
             self.batch_backup,
             self.batch_metadata,
             self.batch_workers,
+            self.batch_merge,
             self.model,
             *c,
         }
@@ -389,6 +406,55 @@ class TaggerPage:
             self.last: last,
             self.model: self._model_update(data[self.model]),
         }
+
+    # -- the image's own generation data, beside its tags -------------------------------------------------------
+
+    def _panel_options(self, data: dict[Any, Any]) -> TagOptions | None:
+        try:
+            return self.controls.options(data)
+        except TaggerError:  # the tag views already say what is wrong with the options
+            return None
+
+    def _with_embedded(self, data: dict[Any, Any], out: dict[Any, Any]) -> dict[Any, Any]:
+        """A tagging answer plus the panel: the image's generation data, compared when it was tagged."""
+        panel = self.embedded
+        try:
+            views = panel.tagged(
+                data[self.image],
+                out.get(self.last),
+                self._panel_options(data),
+                data[panel.keep_networks],
+                data[panel.send_settings],
+            )
+        except Exception:  # the tags are shown whatever happens to the comparison
+            log.exception("tagger: the image's generation data could not be shown")
+            return out
+        return {**out, **views}
+
+    def tag_and_compare(self, data: dict[Any, Any], progress: Any = gr.Progress(track_tqdm=True)) -> dict[Any, Any]:  # noqa: B008
+        """Interrogate, and show the image's generation data compared with its tags."""
+        return self._with_embedded(data, self.interrogate(data, progress))
+
+    def tag_dropped_and_compare(
+        self,
+        data: dict[Any, Any],
+        progress: Any = gr.Progress(track_tqdm=True),  # noqa: B008
+    ) -> dict[Any, Any]:
+        return self._with_embedded(data, self.interrogate_on_drop(data, progress))
+
+    def retag_and_compare(self, data: dict[Any, Any]) -> dict[Any, Any]:
+        """Re-format the last image's tags, and compare them again with its generation data."""
+        out = self.retag(data)
+        if self.prompt not in out:
+            return out
+        return {**out, **self.switch_embedded(data)}
+
+    def switch_embedded(self, data: dict[Any, Any]) -> dict[Any, Any]:
+        panel = self.embedded
+        options = self._panel_options(data)
+        return panel.refresh(
+            data[panel.state], data[self.last], options, data[panel.keep_networks], data[panel.send_settings]
+        )
 
     def retag(self, data: dict[Any, Any]) -> dict[Any, Any]:
         """Apply changed options to the last image's probabilities (no model run)."""
@@ -512,6 +578,7 @@ class TaggerPage:
             filename_format=(data[self.batch_format] or "").strip(),
             existing=data[self.batch_existing] or "skip",
             json_sidecar=bool(data[self.batch_json]),
+            caption_from="merge" if data.get(self.batch_merge) else "tags",
             batch_size=batch_size or None,
             roots=roots,
             escape=bool(data[self.batch_escape]),

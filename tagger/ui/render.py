@@ -7,6 +7,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from tagger.batch import ACTIONS, BatchPlan, BatchProgress, BatchStats, BatchSummary
+from tagger.compare import REASONS, Comparison, Judged
+from tagger.embedded import GenerationData
 from tagger.hub import ModelInfo
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, format_tag
@@ -105,6 +107,52 @@ def status_html(
     if note:
         parts.append(f"<div class='tagger-warning'>{_esc(note)}</div>")
     return "\n".join(parts)
+
+
+# -- the image's own generation data -----------------------------------------------------------------
+
+EMBEDDED_FOUND = "Generation data in this image:"
+COMPARE_PENDING = "Interrogate to compare the embedded prompt with what the tagger sees."
+NO_EMBEDDED_PROMPT = "No prompt to compare."
+GROUPS = (
+    ("confirmed", "Confirmed by the tagger"),
+    ("weak", "Seen only weakly (below the threshold)"),
+    ("not_judgeable", "Not judgeable by this model"),
+    ("added", "Added by the tagger"),
+)
+
+
+def embedded_source_html(data: GenerationData) -> str:
+    """Where the generation data was read, and what could not be read (said plainly)."""
+    parts = [f"<span>{_esc(EMBEDDED_FOUND)}</span> <b>{_esc(data.source_label)}</b>"]
+    if data.note:
+        parts.append(f"<div class='tagger-warning'>{_esc(data.note)}</div>")
+    return "<div class='tagger-embedded-source'>" + "".join(parts) + "</div>"
+
+
+def _chip(j: Judged) -> str:
+    title = f" title='{_esc(j.tag)}'" if j.tag and j.tag != j.text else ""
+    if j.reason:
+        detail = f"<i>{_esc(REASONS.get(j.reason, j.reason))}</i>"
+    else:
+        detail = f"<b>{j.probability:.2f}</b>" if j.probability is not None else ""
+    return f"<span class='tagger-chip'{title}><span>{_esc(j.text)}</span> {detail}</span>"
+
+
+def comparison_html(c: Comparison | None, waiting: str = COMPARE_PENDING) -> str:
+    """The four groups as chips (probability, or why it cannot be judged); ``waiting`` until there is one."""
+    if c is None:
+        return f"<div class='tagger-compare-note'>{_esc(waiting)}</div>"
+    sections = []
+    for key, title in GROUPS:
+        items: tuple[Judged, ...] = getattr(c, key)
+        chips = "".join(_chip(j) for j in items) or "<span class='tagger-chip-none'>—</span>"
+        sections.append(
+            f"<div class='tagger-group tagger-group-{key}' data-group='{key}'>"
+            f"<div class='tagger-group-title'><span>{_esc(title)}</span> <span>({len(items)})</span></div>"
+            f"<div class='tagger-chips'>{chips}</div></div>"
+        )
+    return "<div class='tagger-groups'>" + "".join(sections) + "</div>"
 
 
 # -- batch -------------------------------------------------------------------------------------------
