@@ -120,7 +120,7 @@ def test_the_page_works_in_a_browser_behind_auth(live: LiveServer, tmp_path: Pat
         try:
             context = browser.new_context(http_credentials={"username": "alice", "password": USERS["alice"]})
             page = context.new_page()
-            page.set_default_timeout(20_000)
+            page.set_default_timeout(60_000)  # generous: a loaded 2-core machine, not a deadline of the page
             page.goto(live.url + "/")
             page.set_input_files("#tagger_image input[type=file]", str(image))
             page.wait_for_selector("#tagger_image img")
