@@ -1004,3 +1004,12 @@ def test_our_routes_answer_before_another_extensions_on_the_same_paths(
     with LiveServer(app) as live, live.client() as c:
         assert "red_theme" in c.post("/interrogate", json={"image": png_b64(RED), **GOOD}).json()["general"]
         assert httpx.get(live.url + "/elsewhere", trust_env=False).json() == {"theirs": True}
+
+
+def test_a_model_by_its_display_name(client: httpx.Client) -> None:
+    """GET models shows display names; a client that sends one back gets that model, with a warning."""
+    shown = {m["display_name"]: m["name"] for m in client.get("/models").json()["models"]}
+    display = next(d for d, n in shown.items() if n == "test-model")
+    assert display != "test-model"
+    body = interrogate(client, image=png_b64(RED), model=display)
+    assert body["model"] == "test-model" and any("test-model" in w for w in body["warnings"])

@@ -114,10 +114,13 @@ class Routes:
 
     # -- shared steps ----------------------------------------------------------------------------------
     def model_name(self, text: str, warnings: list[str]) -> str:
-        """The catalog or folder name of the model ``text`` names (older extensions' names included)."""
+        """The catalog or folder name of the model ``text`` names: a name, a display name from GET models, a
+        repository id or an older extension's name."""
         wanted = text.strip()
-        names = [m.name for m in self.tagger.list_models()]
-        target = wanted if wanted in names else canonical(wanted)
+        models = self.tagger.list_models()
+        names = [m.name for m in models]
+        shown_as = {m.display_name: m.name for m in models}  # as GET models shows them
+        target = wanted if wanted in names else shown_as.get(wanted) or canonical(wanted)
         if target in names:
             if target != wanted:
                 warnings.append(f"model '{wanted}' is called '{target}' here")
