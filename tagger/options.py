@@ -35,9 +35,31 @@ class TagOptions:
     escape: bool = _opt(True, "Escape \\ ( ) [ ] with a backslash so they are not read as emphasis.")
     weights: bool = _opt(False, "Write each tag with its probability, as (tag:0.95).")
     include_rating: bool = _opt(False, "Put the top rating (general, sensitive, ...) first in the prompt.")
+    # Categories beyond general and character (copyright, artist, meta, year, quality, ...: issue 10).
+    category_thresholds: tuple[tuple[str, float], ...] = _opt(
+        (),
+        "Minimum probability per category beyond general and character, as {category: 0..1} (copyright, "
+        "artist, meta, year, quality...). A category left out uses the model's own default, else the "
+        "character threshold (copyright, artist) or the general threshold (the others).",
+        ge=0.0,
+        le=1.0,
+    )
+    exclude_categories: tuple[str, ...] = _opt(
+        (), "Categories whose tags are never output (e.g. artist, meta); general and character work too."
+    )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "category_thresholds", parse_category_thresholds(self.category_thresholds))
+        cats = self.exclude_categories
+        if isinstance(cats, (list, tuple)):
+            object.__setattr__(
+                self, "exclude_categories", tuple(c.strip().lower() if isinstance(c, str) else c for c in cats)
+            )
         validate(self)
+
+    def category_threshold(self, category: str) -> float | None:
+        """The threshold given for ``category``, or None."""
+        return dict(self.category_thresholds).get(category)
 
 
 def parse_tag_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -53,6 +75,54 @@ def parse_tag_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
         if item:
             out.append(item)
     return tuple(out)
+
+
+def parse_category_thresholds(value: Any) -> tuple[tuple[str, float], ...]:
+    """``{"Copyright": 0.5}``, ``[("copyright", 0.5)]`` or ``"copyright=0.5, artist=0.4"`` -> the sorted
+    ``(("copyright", 0.5),)`` TagOptions holds (names lower-cased). Values are checked by ``validate``."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        pairs = []
+        for item in value.split(","):
+            if item.strip():
+                name, eq, number = item.partition("=")
+                if not eq:
+                    raise OptionsError("category_thresholds", f"{item.strip()!r}: expected category=number")
+                try:
+                    pairs.append((name, float(number)))
+                except ValueError:
+                    raise OptionsError(
+                        "category_thresholds", f"{item.strip()!r}: {number.strip()!r} is not a number"
+                    ) from None
+        value = pairs
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(k, v) for k, v in items]
+    except (TypeError, ValueError):
+        raise OptionsError("category_thresholds", f"expected {{category: number}}, got {value!r}") from None
+    out: dict[str, Any] = {}
+    for name, number in pairs:
+        if not isinstance(name, str) or not name.strip():
+            raise OptionsError("category_thresholds", f"expected category names, got {name!r}")
+        out[name.strip().lower()] = number
+    return tuple(sorted(out.items()))
+
+
+def with_model_defaults(base: TagOptions, thresholds: Mapping[str, float]) -> TagOptions:
+    """``base`` with a model's own default thresholds: its general and character ones replace base's, the
+    others are added where ``base`` gives none for that category."""
+    if not thresholds:
+        return base
+    values: dict[str, Any] = {}
+    if "general" in thresholds:
+        values["general_threshold"] = float(thresholds["general"])
+    if "character" in thresholds:
+        values["character_threshold"] = float(thresholds["character"])
+    extra = {k: float(v) for k, v in thresholds.items() if k not in ("general", "character", "rating")}
+    if extra:
+        values["category_thresholds"] = {**extra, **dict(base.category_thresholds)}
+    return replace(base, **values)
 
 
 OPTION_FIELDS = {f.name: f for f in fields(TagOptions)}
@@ -74,6 +144,12 @@ def validate(opts: TagOptions) -> None:
                 raise OptionsError(name, f"{value} is below the minimum {meta['ge']}")
             if "le" in meta and value > meta["le"]:
                 raise OptionsError(name, f"{value} is above the maximum {meta['le']}")
+        elif name == "category_thresholds":
+            for category, number in value:
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number:
+                    raise OptionsError(name, f"{category}: expected a number, got {number!r}")
+                if not meta["ge"] <= number <= meta["le"]:
+                    raise OptionsError(name, f"{category}: {number} is outside {meta['ge']}..{meta['le']}")
         elif isinstance(default, tuple) and (
             not isinstance(value, tuple) or not all(isinstance(v, str) for v in value)
         ):
@@ -94,7 +170,7 @@ def options_from_mapping(data: Mapping[str, Any], *, base: TagOptions | None = N
     for key, value in data.items():
         if value is None:
             continue
-        if key in ("additional_tags", "exclude_tags"):
+        if key in ("additional_tags", "exclude_tags", "exclude_categories"):
             try:
                 value = parse_tag_list(value)
             except OptionsError as e:
@@ -108,6 +184,7 @@ def options_from_mapping(data: Mapping[str, Any], *, base: TagOptions | None = N
 def options_to_dict(opts: TagOptions) -> dict[str, Any]:
     """JSON-friendly dict (tag lists as lists)."""
     d = asdict(opts)
-    for key in ("additional_tags", "exclude_tags"):
+    for key in ("additional_tags", "exclude_tags", "exclude_categories"):
         d[key] = list(d[key])
+    d["category_thresholds"] = dict(opts.category_thresholds)
     return d

@@ -23,7 +23,8 @@ class TagResult:
     """What one image comes out as under one set of options.
 
     ``general`` and ``character`` hold the tags that passed (csv names, unformatted) in prompt order with
-    unrounded probabilities; ``rating`` holds all ratings, highest first.
+    unrounded probabilities; ``rating`` holds all ratings, highest first; ``categories`` the tags that passed
+    of every other category the model has (copyright, artist, meta, ...), by category, in prompt order.
     """
 
     prompt: str
@@ -31,14 +32,29 @@ class TagResult:
     general: dict[str, float]
     character: dict[str, float]
     tags: tuple[str, ...] = field(default=())  # the prompt's items, formatted
+    categories: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def top_rating(self) -> str | None:
         return next(iter(self.rating), None)
 
     def merged(self) -> dict[str, float]:
-        """Ratings and tags in one dict: the shape the older taggers' API answered."""
-        return {**self.rating, **self.character, **self.general}
+        """Ratings and tags in one dict: the shape the older taggers' API answered (other categories after)."""
+        extra = {name: p for tags in self.categories.values() for name, p in tags.items()}
+        return {**self.rating, **self.character, **self.general, **extra}
+
+
+# Categories of names (who drew it, which work) take the character threshold when none is given.
+NAME_CATEGORIES = ("copyright", "artist")
+
+
+def category_threshold(category: str, opts: TagOptions) -> float:
+    """The threshold of an extra category: the one given, else the character threshold for copyright and
+    artist, else the general threshold."""
+    given = opts.category_threshold(category)
+    if given is not None:
+        return given
+    return opts.character_threshold if category in NAME_CATEGORIES else opts.general_threshold
 
 
 def normalize_tag(tag: str) -> str:
@@ -75,6 +91,13 @@ def _passing(probs: np.ndarray, idx: np.ndarray, threshold: float) -> list[tuple
     return [(int(idx[k]), float(p[k])) for k in keep]
 
 
+def _best(probs: np.ndarray, idx: np.ndarray) -> list[tuple[int, float]]:
+    if len(idx) == 0:
+        return []
+    k = int(np.argmax(probs[idx]))
+    return [(int(idx[k]), float(probs[idx[k]]))]
+
+
 def postprocess(
     probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
 ) -> TagResult:
@@ -98,12 +121,21 @@ def postprocess(
         c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
 
     excluded = {normalize_tag(t) for t in opts.exclude_tags}
-    chosen = [
-        (i, p, True) for i, p in _passing(probs, labels.character, c_thr) if normalize_tag(names[i]) not in excluded
-    ]
-    chosen += [
-        (i, p, False) for i, p in _passing(probs, labels.general, g_thr) if normalize_tag(names[i]) not in excluded
-    ]
+    off = set(opts.exclude_categories)
+
+    def keep(found: list[tuple[int, float]], category: str) -> list[tuple[int, float, str]]:
+        if category in off:
+            return []
+        return [(i, p, category) for i, p in found if names[i] and normalize_tag(names[i]) not in excluded]
+
+    chosen = keep(_passing(probs, labels.character, c_thr), "character")
+    chosen += keep(_passing(probs, labels.general, g_thr), "general")
+    for category in labels.extra:
+        idx = labels.groups[category]
+        found = (
+            _best(probs, idx) if category in labels.single else _passing(probs, idx, category_threshold(category, opts))
+        )
+        chosen += keep(found, category)
     if opts.sort == "alpha":
         chosen.sort(key=lambda c: (names[c[0]].lower(), names[c[0]]))
     else:
@@ -128,10 +160,15 @@ def postprocess(
     for i, p, _ in chosen:
         add(format_tag(names[i], opts), p)
 
+    extra: dict[str, dict[str, float]] = {}
+    for i, p, category in chosen:
+        if category not in ("general", "character"):
+            extra.setdefault(category, {})[names[i]] = p
     return TagResult(
         prompt=", ".join(items),
         rating=dict(rating),
-        general={names[i]: p for i, p, is_char in chosen if not is_char},
-        character={names[i]: p for i, p, is_char in chosen if is_char},
+        general={names[i]: p for i, p, category in chosen if category == "general"},
+        character={names[i]: p for i, p, category in chosen if category == "character"},
         tags=tuple(items),
+        categories=extra,
     )
