@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 EXISTING_POLICIES = ("skip", "overwrite", "append", "prepend")
 SIDECAR_FLOOR = 0.01  # probabilities below this are left out of JSON sidecars (re-thresholding stays exact above)
+EMBEDDING_SUFFIX = ".npy"  # image.txt -> image.npy: a float32 vector, numpy.load reads it
 _TOKEN = re.compile(r"\[([a-z]+)(?::([A-Za-z0-9_-]+))?\]")
 
 
@@ -48,6 +49,7 @@ class BatchConfig:
     existing: str = "skip"  # skip | overwrite | append | prepend
     json_sidecar: bool = False
     batch_size: int | None = None
+    embeddings: bool = False  # also write the model's image embedding beside each caption (EMBEDDING_SUFFIX)
     roots: tuple[Path, ...] | None = None  # resolved folders that images and captions must stay in (None: anywhere)
 
 
@@ -234,7 +236,7 @@ def sidecar_record(result_probs: Any, labels: Any, model_id: str, result: TagRes
         keep.sort(key=lambda i: -probs[i])
         return {labels.names[i]: round(float(probs[i]), 6) for i in keep}
 
-    return {
+    record = {
         "model": model_id,
         "prompt": result.prompt,
         "rating": {labels.names[i]: round(float(probs[i]), 6) for i in labels.rating},
@@ -242,6 +244,20 @@ def sidecar_record(result_probs: Any, labels: Any, model_id: str, result: TagRes
         "character": group(labels.character),
         "floor": SIDECAR_FLOOR,
     }
+    if labels.extra:  # the model's other categories (copyright, artist, meta, ...), as general and character
+        record["categories"] = {name: group(labels.groups[name]) for name in labels.extra}
+    return record
+
+
+def embedding_bytes(embedding: Any) -> bytes:
+    """A ``.npy`` file's bytes holding ``embedding`` as a float32 vector."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(embedding, dtype=np.float32).reshape(-1), allow_pickle=False)
+    return buf.getvalue()
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -277,6 +293,11 @@ def run_batch(
             caption_path(image, root, static_cfg)
 
     model_id = tagger.resolve(model).model_id  # fails here, before any work, when the model cannot be had
+    if config.embeddings and tagger.load(model).embedding_name is None:
+        raise BatchConfigError(
+            f"embeddings: model {model} has no embedding output (PixAI's tagger has one; a tagger.json can name "
+            "a model's embedding output)"
+        )
     summary = BatchSummary()
     start = time.perf_counter()
     done = 0
@@ -337,7 +358,9 @@ def run_batch(
             yield Job(image, cap)
 
     try:
-        stream = tagger.iter_probs(model, jobs(), options, batch_size=config.batch_size, cancel=cancel)
+        stream = tagger.iter_probs(
+            model, jobs(), options, batch_size=config.batch_size, cancel=cancel, embeddings=config.embeddings
+        )
         for pred, labels, mcut, _cached in stream:
             job = pred.source
             if pred.error is not None:
@@ -349,6 +372,8 @@ def run_batch(
                 if config.json_sidecar:
                     record = sidecar_record(pred.probs, labels, model_id, result)
                     write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
+                if config.embeddings and pred.embedding is not None:
+                    write_atomic(job.caption.with_suffix(EMBEDDING_SUFFIX), embedding_bytes(pred.embedding))
             except OSError as e:
                 fail(job.image, f"caption {job.caption} could not be written ({e.strerror or e})")
                 continue

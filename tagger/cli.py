@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from tagger import __version__, paths
 from tagger.catalog import DEFAULT_MODEL
 from tagger.errors import ImageError, OptionsError, TaggerError
-from tagger.options import TagOptions, parse_tag_list
+from tagger.options import TagOptions, parse_category_thresholds, parse_tag_list
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -40,16 +40,32 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--general-threshold",
         type=float,
-        default=d.general_threshold,
+        default=None,
         metavar="F",
-        help=f"minimum probability of a general tag (default {d.general_threshold})",
+        help=f"minimum probability of a general tag (default: the model's own, else {d.general_threshold})",
     )
     g.add_argument(
         "--character-threshold",
         type=float,
-        default=d.character_threshold,
+        default=None,
         metavar="F",
-        help=f"minimum probability of a character tag (default {d.character_threshold})",
+        help=f"minimum probability of a character tag (default: the model's own, else {d.character_threshold})",
+    )
+    g.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="CATEGORY=F",
+        dest="category_thresholds",
+        help="minimum probability in another category the model has (copyright=0.5, artist=0.4, meta=0.6...; "
+        "repeatable; default: the model's own, else the character threshold for copyright and artist and the "
+        "general one for the others)",
+    )
+    g.add_argument(
+        "--exclude-categories",
+        default="",
+        metavar="LIST",
+        help="comma-separated categories never output, e.g. artist,meta (the model's categories: see --format json)",
     )
     g.add_argument("--mcut", action="store_true", help="pick both thresholds by MCut (largest gap)")
     g.add_argument("--general-mcut", action="store_true", help="MCut for general tags only")
@@ -64,10 +80,16 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rating", action="store_true", help="put the top rating first in the prompt")  # fmt: skip
 
 
-def options_from_args(args: argparse.Namespace) -> TagOptions:
+def options_from_args(args: argparse.Namespace, base: TagOptions | None = None) -> TagOptions:
+    """The options the flags give; a threshold not given is ``base``'s (the model's defaults)."""
+    base = base or TagOptions()
+    given = dict(base.category_thresholds)
+    given.update(parse_category_thresholds(",".join(args.category_thresholds)))
     return TagOptions(
-        general_threshold=args.general_threshold,
-        character_threshold=args.character_threshold,
+        general_threshold=base.general_threshold if args.general_threshold is None else args.general_threshold,
+        character_threshold=base.character_threshold if args.character_threshold is None else args.character_threshold,
+        category_thresholds=given,
+        exclude_categories=parse_tag_list(args.exclude_categories),
         general_mcut=args.mcut or args.general_mcut,
         character_mcut=args.mcut or args.character_mcut,
         additional_tags=parse_tag_list(args.add),
@@ -134,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with captions that exist (default skip: never touched, image not even read)",
     )
     cap.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
+    cap.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write the model's image embedding as a .npy file beside each caption (models with an "
+        "embedding output, such as PixAI's)",
+    )
     _add_tag_options(tag)
     _common(tag)
 
@@ -203,7 +231,7 @@ def _emit(out: TextIO, text: str) -> None:
 
 
 def _caption_mode(args: argparse.Namespace) -> bool:
-    batch_flags = args.captions or args.recursive or args.output_dir or args.json or args.existing
+    batch_flags = args.captions or args.recursive or args.output_dir or args.json or args.existing or args.embeddings
     return bool(batch_flags or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths))
 
 
@@ -216,7 +244,6 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if loaded.device_note:
             _print_err(loaded.device_note)
 
-    opts = options_from_args(args)
     cache = None
     if not args.no_cache:
         path = paths.cache_path(args.cache)
@@ -226,6 +253,7 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty(), cache=cache,
         on_load=on_load,
     )  # fmt: skip
+    opts = options_from_args(args, tagger.default_options(args.model))
     if _caption_mode(args):
         return _tag_to_captions(tagger, args, opts)
     failed = 0
@@ -239,6 +267,8 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "json":
             record = {"path": str(item.source), "prompt": r.prompt, "rating": r.rating,
                       "general": r.general, "character": r.character}  # fmt: skip
+            if item.labels.extra:  # the model's other categories, each with the tags that passed
+                record["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
             _emit(out, json.dumps(record, ensure_ascii=False))
         else:
             _emit(out, f"{item.source}: {r.prompt}")
@@ -260,6 +290,7 @@ def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions) ->
         existing=args.existing or "skip",
         json_sidecar=args.json,
         batch_size=args.batch_size,
+        embeddings=args.embeddings,
     )
     cancel = threading.Event()
     reporter = _ProgressReporter(sys.stderr)
@@ -357,7 +388,7 @@ def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
         args.name,
         target.name,
         args.validate,
-        options_from_args(args),
+        options_from_args(args, tagger.default_options(args.name)),
         recursive=args.recursive,
         limit=args.limit,
     )

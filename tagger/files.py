@@ -14,8 +14,9 @@ SHAKE_BYTES = {"shake_128": 16, "shake_256": 32}
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` (UTF-8, no BOM, ``\\n`` line ends) so that ``path`` is either the old file or the new one.
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (UTF-8, no BOM, ``\\n`` line ends; bytes as they are) so that ``path`` is either the old
+    file or the new one.
 
     A new file gets the mode any file the user creates gets (0666 less the umask, and the folder's default
     ACL), not ``mkstemp``'s 0600: a training job running as another user must be able to read captions. The
@@ -32,7 +33,8 @@ def write_atomic(path: Path, text: str) -> None:
                 os.fchmod(fd, mode)
             else:  # Windows: only the read-only bit exists
                 tmp.chmod(mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        binary = isinstance(text, bytes)
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fd = -1  # the file object owns it now
             fh.write(text)
             fh.flush()

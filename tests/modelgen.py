@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 RATING, GENERAL, CHARACTER = 9, 0, 4
+ARTIST, COPYRIGHT, META = 1, 3, 5
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ ROWS: tuple[Row, ...] = (
     Row("smile", GENERAL, (0, 0, 0), _logit(0.36)),
 )
 NAMES = tuple(r.name for r in ROWS)
+# A model with Danbooru's other categories as well (deepghs' csv files carry them): copyright at 0.5 (below the
+# character threshold that copyright falls back to), an artist at 0.3, a meta tag at 0.7 (above the general one).
+CATEGORY_ROWS: tuple[Row, ...] = (
+    *ROWS,
+    Row("vocaloid", COPYRIGHT, (0, 0, 0), _logit(0.5)),
+    Row("some_artist", ARTIST, (0, 0, 0), _logit(0.3)),
+    Row("highres", META, (0, 0, 0), _logit(0.7)),
+)
 
 
 def write_csv(path: Path, rows: tuple[Row, ...] = ROWS) -> None:

@@ -27,11 +27,11 @@ from tagger.api.schemas import (
     InterrogateResponse,
     InterrogatorsResponse,
     ItemError,
+    ItemTagsOut,
     LoadedOut,
     LoadedResponse,
     ModelOut,
     ModelsResponse,
-    TagsOut,
     UnloadRequest,
     UnloadResponse,
     unknown_fields,
@@ -45,8 +45,8 @@ from tagger.runtime import LoadedModel
 log = logging.getLogger(__name__)
 
 
-def request_options(req: BaseModel, warnings: list[str]) -> TagOptions:
-    """The TagOptions of a request.
+def request_options(req: BaseModel, warnings: list[str], base: TagOptions | None = None) -> TagOptions:
+    """The TagOptions of a request; what it leaves out is ``base``'s (the model's own defaults).
 
     ``threshold`` keeps the earlier extensions' meaning, so that their clients get the tags they got: those
     extensions applied it to every non-rating tag, characters included (toriato's ``postprocess_tags`` over
@@ -62,13 +62,25 @@ def request_options(req: BaseModel, warnings: list[str]) -> TagOptions:
     for name in unknown_fields(req)[:20]:
         shown = name if len(name) <= 60 else name[:60] + "..."
         warnings.append(f"unknown field '{shown}' ignored")
-    return options_from_mapping(given)
+    if base is not None and base.category_thresholds and "category_thresholds" in given:
+        given["category_thresholds"] = {**dict(base.category_thresholds), **dict(given["category_thresholds"])}
+    return options_from_mapping(given, base=base)
 
 
 def _tags_fields(item: ImageTags) -> dict[str, Any]:
     r = item.result
     caption = legacy_caption(r, item.labels)
-    return {"caption": caption, "prompt": r.prompt, "rating": r.rating, "general": r.general, "character": r.character}
+    fields = {
+        "caption": caption,
+        "prompt": r.prompt,
+        "rating": r.rating,
+        "general": r.general,
+        "character": r.character,
+    }
+    fields["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
+    if item.embedding is not None:
+        fields["embedding"] = [float(v) for v in item.embedding]
+    return fields
 
 
 def _failed(index: int, err: ImageError) -> BatchItem:
@@ -117,7 +129,9 @@ class Routes:
             {"known": names},
         )
 
-    def tag(self, name: str, images: list[bytes], opts: TagOptions) -> list[ImageTags | ImageError]:
+    def tag(
+        self, name: str, images: list[bytes], opts: TagOptions, *, embeddings: bool = False
+    ) -> list[ImageTags | ImageError]:
         """The engine's answer for every image, in order. A model still downloading or loading after the
         configured wait raises ModelBusyError (503 with Retry-After) while the work goes on."""
         try:
@@ -129,6 +143,7 @@ class Routes:
                     wait=self.limits.download_timeout_s,
                     max_pixels=self.limits.max_pixels,
                     decode_slots=self.decode_slots,
+                    embeddings=embeddings,
                 )
             )
         finally:
@@ -166,10 +181,11 @@ class Routes:
         """Tag one image. The answer's ``caption`` is the earlier extensions' answer; the rest is new."""
         start = time.perf_counter()
         warnings: list[str] = []
-        opts = request_options(req, warnings)
+        request_options(req, [])  # a bad option is answered before anything else
         name = self.model_name(req.model, warnings)  # type: ignore[attr-defined]
+        opts = request_options(req, warnings, self.tagger.default_options(name))
         data = decode_base64_image(req.image, "image")  # type: ignore[attr-defined]
-        (item,) = self.tag(name, [data], opts)
+        (item,) = self.tag(name, [data], opts, embeddings=bool(req.embedding))  # type: ignore[attr-defined]
         if isinstance(item, ImageError):
             raise ImageError("image", item.reason)
         return InterrogateResponse(
@@ -185,7 +201,7 @@ class Routes:
         """Tag several images with one model; one item per image, in order. A bad image fails alone."""
         start = time.perf_counter()
         warnings: list[str] = []
-        opts = request_options(req, warnings)
+        request_options(req, [])  # a bad option is answered before anything else
         images: list[str] = req.images  # type: ignore[attr-defined]
         if not images:
             raise ApiError(422, "images: give at least one image", "images")
@@ -193,6 +209,7 @@ class Routes:
             limit = self.limits.max_images_per_request
             raise ApiError(413, f"images: {len(images)} images, over the limit of {limit} per request", "images")
         name = self.model_name(req.model, warnings)  # type: ignore[attr-defined]
+        opts = request_options(req, warnings, self.tagger.default_options(name))
         items: list[BatchItem | None] = [None] * len(images)
         good: list[tuple[int, bytes]] = []
         for i, text in enumerate(images):
@@ -201,12 +218,13 @@ class Routes:
             except ImageError as e:
                 items[i] = _failed(i, e)
         model, provider, note = name, "cache", None
-        answers = self.tag(name, [data for _, data in good], opts) if good else []
+        embeddings = bool(req.embedding)  # type: ignore[attr-defined]
+        answers = self.tag(name, [data for _, data in good], opts, embeddings=embeddings) if good else []
         for (i, _), item in zip(good, answers, strict=True):
             if isinstance(item, ImageError):
                 items[i] = _failed(i, ImageError(f"images[{i}]", item.reason))
                 continue
-            items[i] = BatchItem(index=i, ok=True, result=TagsOut(**_tags_fields(item)))
+            items[i] = BatchItem(index=i, ok=True, result=ItemTagsOut(**_tags_fields(item)))
             model = item.model
             if not item.cached:
                 provider, note = item.provider, item.note or None
