@@ -36,6 +36,9 @@ class CatalogModel:
     license: str = ""
     size: str = ""  # download size, as the sources give it
     sources: tuple[str, ...] = field(default=(), repr=False)  # where each fact of this entry came from
+    # Its categories beyond rating, general and character, as the sources name them (the tag list, once
+    # downloaded, is what counts).
+    categories: tuple[str, ...] = ()
 
     @property
     def files(self) -> tuple[str, str]:
@@ -250,6 +253,7 @@ CATALOG: tuple[CatalogModel, ...] = (
         tags_file="camie-tagger-v2-metadata.json",
         aliases=("camie-v2", "Camie Tagger v2", "camie_tagger_v2"),
         description=known.CAMIE_V2,
+        categories=("copyright", "artist", "meta", "year"),
         license="GPL-3.0",
         size="789 MB (+ 7.7 MB metadata)",
         sources=(
@@ -272,6 +276,7 @@ CATALOG: tuple[CatalogModel, ...] = (
         tags_file="tag_mapping.json",
         aliases=("cl-tagger-1.02", "CL Tagger v1.02"),
         description=known.CL_TAGGER,
+        categories=("copyright", "artist", "meta", "quality", "model"),
         subfolder="cl_tagger_1_02",
         license="Apache-2.0",
         size="1.43 GB",
@@ -334,6 +339,7 @@ CATALOG: tuple[CatalogModel, ...] = (
         tags_file="tags-selected.csv",
         aliases=("Z3D-E621-Convnext",),
         description=known.Z3D,
+        categories=("copyright", "artist", "species", "meta", "lore"),
         sources=(
             "repository, files, WD14 contract (input_1:0, predictions_sigmoid, white pad, bicubic, BGR 0..255): "
             "Spaces running toynya/Z3D-E621-Convnext (prepare_image_e621); name: picobyte's tagger/utils.py",

@@ -293,6 +293,16 @@ class Tagger:
             return WD14
         return files.description or WD14
 
+    def model_categories(self, model: str) -> tuple[str, ...]:
+        """The categories ``model`` has beyond rating, general and character: from its tag list when it is
+        here, else what its catalog entry says it will have. Never downloads."""
+        try:
+            files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
+            return self.labels(files).extra
+        except (TaggerError, OSError):
+            entry = by_name(model) or by_name(canonical(model) or "")
+            return entry.categories if entry is not None else ()
+
     def default_options(self, model: str, base: TagOptions | None = None) -> TagOptions:
         """``base`` (default ``TagOptions()``) with ``model``'s own default thresholds, where it has any: what a
         front end starts from when the user gave no threshold."""
