@@ -133,7 +133,10 @@ class Routes:
         self, name: str, images: list[bytes], opts: TagOptions, *, embeddings: bool = False
     ) -> list[ImageTags | ImageError]:
         """The engine's answer for every image, in order. A model still downloading or loading after the
-        configured wait raises ModelBusyError (503 with Retry-After) while the work goes on."""
+        configured wait raises ModelBusyError (503 with Retry-After) while the work goes on. ``embeddings``
+        for a model without an embedding output is refused (422) before anything runs."""
+        if embeddings and self.tagger.load(name, wait=self.limits.download_timeout_s).embedding_name is None:
+            raise OptionsError("embedding", f"model '{name}' has no embedding output (PixAI's tagger has one)")
         try:
             return list(
                 self.tagger.tag_many(
