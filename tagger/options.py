@@ -51,10 +51,8 @@ class TagOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "category_thresholds", parse_category_thresholds(self.category_thresholds))
         cats = self.exclude_categories
-        if isinstance(cats, (list, tuple)):
-            object.__setattr__(
-                self, "exclude_categories", tuple(c.strip().lower() if isinstance(c, str) else c for c in cats)
-            )
+        if isinstance(cats, (list, tuple)) and all(isinstance(c, str) for c in cats):  # a set: sorted, once each
+            object.__setattr__(self, "exclude_categories", tuple(sorted({c.strip().lower() for c in cats})))
         validate(self)
 
     def category_threshold(self, category: str) -> float | None:
