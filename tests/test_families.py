@@ -806,3 +806,26 @@ def test_an_int8_copy_carries_its_description(models: Path, tmp_path: Path) -> N
         import shutil
 
         shutil.rmtree(target)
+
+
+def test_the_readme_tagger_json_example_runs(tmp_path: Path) -> None:
+    """README's tagger.json, as written, beside a stand-in with that contract: the tensor is its reference."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```json\n(.*?)```", text[text.index("### Your own ONNX tagger") :], re.S)
+    assert example, "README has no tagger.json example"
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rows = (fixed("general", 9, 0.7), *image_rows(0), fixed("hatsune_miku", 4, 0.9), fixed("some_artist", 1, 0.55))
+    build_family_model(folder / "model.onnx", rows, outputs=(("logits", "logits"), ("embedding", "embedding")))
+    write_csv(folder / "selected_tags.csv", rows)
+    (folder / "tagger.json").write_text(example.group(1), encoding="utf-8")
+    tagger, recorder = recording_tagger(tmp_path, Family("readme", "mine", "", "", write_csv, rows, ref_cl, 1 / 127.5))
+    img = scene(300, 200, alpha=True)
+    item = tagger.tag_image("mine", img, embeddings=True)
+    rgb = ref_wd(img)[:, :, ::-1]  # SmilingWolf's white square and bicubic resize, back in R, G, B order
+    ref = (rgb.transpose(2, 0, 1) / 255.0 - 0.5) / 0.5
+    assert float(np.abs(recorder.fed[0] - ref).mean()) * 127.5 <= PIXEL_BOUND
+    assert item.result.categories == {"artist": {"some_artist": pytest.approx(0.55, abs=1e-4)}}
+    assert np.allclose(item.embedding, family_embedding(ref), atol=1e-3)
