@@ -75,8 +75,9 @@ def test_other_categories_in_the_answer_and_its_caption(server: LiveServer, engi
         "2020" not in tuned["prompt"]
         and "model 'Camie Tagger v2' is called 'camie-tagger-v2' here" in tuned["warnings"]
     )
-    bad = post(server, "/interrogate", image=png_b64(img), model="camie-tagger-v2", category_thresholds={"meta": 3})
-    assert bad.status_code == 422 and bad.json()["field"] == "category_thresholds"
+    for bad_value in ({"meta": 3}, "meta", {"meta": None}, ["meta"]):
+        bad = post(server, "/interrogate", image=png_b64(img), model="camie-tagger-v2", category_thresholds=bad_value)
+        assert bad.status_code == 422 and bad.json()["field"] == "category_thresholds", (bad_value, bad.text)
 
 
 def test_the_models_own_thresholds_apply_unless_the_request_gives_some(server: LiveServer) -> None:

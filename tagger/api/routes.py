@@ -39,7 +39,7 @@ from tagger.api.schemas import (
 from tagger.catalog import canonical
 from tagger.engine import ImageTags, Tagger
 from tagger.errors import ImageError, OptionsError
-from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping
+from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping, parse_category_thresholds
 from tagger.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,11 @@ def request_options(req: BaseModel, warnings: list[str], base: TagOptions | None
         shown = name if len(name) <= 60 else name[:60] + "..."
         warnings.append(f"unknown field '{shown}' ignored")
     if base is not None and base.category_thresholds and "category_thresholds" in given:
-        given["category_thresholds"] = {**dict(base.category_thresholds), **dict(given["category_thresholds"])}
+        try:  # the model's own, with the request's over them
+            own = dict(parse_category_thresholds(given["category_thresholds"]))
+        except OptionsError as e:
+            raise OptionsError("category_thresholds", e.problem) from None
+        given["category_thresholds"] = {**dict(base.category_thresholds), **own}
     return options_from_mapping(given, base=base)
 
 
