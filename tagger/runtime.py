@@ -229,10 +229,10 @@ class LoadedModel:
         if batch.ndim == 3:
             batch = batch[None]
         step = self.fixed_batch or len(batch)
-        names = [self.output_name] if self.output_name else None
-        want_emb = embeddings and self.embedding_name is not None
-        if want_emb:
-            names = [self.output_name or self.session.get_outputs()[0].name, self.embedding_name]
+        want_emb = embeddings and self.embedding_name is not None and self.output_name is not None
+        names = (
+            [self.output_name, self.embedding_name] if want_emb else [self.output_name] if self.output_name else None
+        )
         probs, embs = [], []
         with self.run_lock:
             session = self.session
