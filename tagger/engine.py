@@ -107,6 +107,18 @@ def image_digest(source: Any) -> str | None:
     return None
 
 
+def _cache_key(files: hub.ModelFiles) -> str:
+    """The probability cache's key of a model: id@revision plus the model file's size and mtime, so a
+    re-downloaded or edited model never answers from an older model's cache entries; a model run other than by
+    the WD14 contract adds a digest of its description (a changed tagger.json is another model)."""
+    st = files.model_path.stat()
+    key = f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+    desc = files.description or WD14
+    if desc != WD14:
+        key += "|" + content_hash(repr(desc).encode())[:12]
+    return key
+
+
 class _Once:
     """Work done once per key however many threads ask for it (a download, a session load).
 
@@ -261,16 +273,22 @@ class Tagger:
 
     # -- the probability cache -------------------------------------------------------------------------
     def model_key(self, model: str, *, wait: float | None = None) -> tuple[hub.ModelFiles, str]:
-        """The model's files and its cache key: id@revision plus the model file's size and mtime, so a
-        re-downloaded or edited model never answers from an older model's cache entries; a model run other
-        than by the WD14 contract adds a digest of its description (a changed tagger.json is another model)."""
+        """The model's files and its cache key (``_cache_key``)."""
         files = self.resolve(model, wait=wait)
-        st = files.model_path.stat()
-        key = f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
-        desc = files.description or WD14
-        if desc != WD14:
-            key += "|" + content_hash(repr(desc).encode())[:12]
-        return files, key
+        return files, _cache_key(files)
+
+    def iter_cached(self, model: str, sources: Iterable[Any]) -> Iterator[tuple[Any, Labels, CachedProbs | None]]:
+        """``(source, labels, cache entry or None)`` for each source from the probability cache alone: the model
+        is never downloaded, loaded or run (a batch's dry-run statistics). The caller checks
+        ``entry.serves(options)``. ModelUnavailableError when the model's files are not here, TaggerError
+        without a cache."""
+        if self.cache is None:
+            raise TaggerError("the probability cache is off, so there are no stored probabilities to read")
+        files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
+        key, labels = _cache_key(files), self.labels(files)
+        for src in sources:
+            digest = image_digest(src)
+            yield src, labels, self.cache.get(digest, key) if digest is not None else None
 
     def labels(self, files: hub.ModelFiles) -> Labels:
         """The tag list of ``files``, read once (again if the file changes)."""
@@ -320,6 +338,7 @@ class Tagger:
         wait: float | None,
         max_pixels: int | None,
         decode_slots: threading.Semaphore | None,
+        workers: int | None = None,
         embeddings: bool = False,
     ) -> Iterator[_Out]:
         files, mkey = (
@@ -361,8 +380,9 @@ class Tagger:
                 )
             rest = itertools.chain([first_miss], stream)
             preds = iter_predictions(
-                loaded, rest, batch_size=batch_size, cancel=cancel, loader=decode, embeddings=embeddings
-            )
+                loaded, rest, batch_size=batch_size, workers=workers, cancel=cancel, loader=decode,
+                embeddings=embeddings,
+            )  # fmt: skip
             for pred in preds:
                 item = pred.source
                 if pred.error is None and item.hit is None and self.cache is not None and item.digest is not None:
@@ -380,27 +400,22 @@ class Tagger:
         *,
         batch_size: int | None = None,
         cancel: threading.Event | None = None,
+        workers: int | None = None,
         embeddings: bool = False,
     ) -> Iterator[tuple[Prediction[Any], Labels, tuple[float, float] | None, bool]]:
         """Probabilities for a stream of sources, in order: ``(prediction, labels, mcut, cached)``.
 
         Cache hits skip the model; the model is loaded only when the first image that needs it comes.
-        ``prediction.source`` is the original source. ``embeddings`` fills ``prediction.embedding`` (every
+        ``prediction.source`` is the original source. ``workers``: decoding threads (default: what the
+        machine can use, ``pipeline.default_workers``). ``embeddings`` fills ``prediction.embedding`` (every
         image then runs the model; ModelFormatError when it has no embedding output). The engine for batch
         captioning.
         """
         opts = options or self.default_options(model)
         stream = self._stream(
-            model,
-            sources,
-            opts,
-            batch_size=batch_size,
-            cancel=cancel,
-            wait=None,
-            max_pixels=None,
-            decode_slots=None,
-            embeddings=embeddings,
-        )
+            model, sources, opts, batch_size=batch_size, cancel=cancel, wait=None, max_pixels=None,
+            decode_slots=None, workers=workers, embeddings=embeddings,
+        )  # fmt: skip
         for out in stream:
             yield out.pred, out.labels, out.hit.mcut if out.hit is not None else None, out.hit is not None
 

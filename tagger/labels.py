@@ -42,6 +42,14 @@ class Labels:
         """The categories besides rating, general and character, in a stable order."""
         return tuple(name for name in self.groups if name not in CORE_CATEGORIES)
 
+    def category_of(self, index: int) -> str:
+        """The name of the category of label ``index`` (rating, general, character, copyright, ...)."""
+        for name, idx in self.groups.items():
+            k = int(np.searchsorted(idx, index))
+            if k < len(idx) and idx[k] == index:
+                return name
+        raise IndexError(f"label {index} of {len(self)}")
+
     @classmethod
     def from_rows(
         cls,

@@ -50,6 +50,15 @@ def default_batch_size(model: LoadedModel) -> int:
     return 16 if model.provider == CUDA else 1
 
 
+def default_workers(model: LoadedModel) -> int:
+    """Decoding threads when the caller names none: what the machine can use. With CUDA, the CPUs the process
+    may use (up to 16: enough to feed a fast GPU, with the prefetch window's memory bounded), since they are
+    idle while the GPU runs the model; on the CPU at most 4, since each run already spreads over every core
+    and more decoders would only take time from it."""
+    cpus = available_cpus()
+    return max(1, min(16 if model.provider == CUDA else 4, cpus))
+
+
 def _source_name(source: Any) -> str:
     return str(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>"
 
@@ -89,7 +98,7 @@ def iter_predictions(
     has an embedding output.
     """
     batch_size = model.fixed_batch or batch_size or default_batch_size(model)
-    workers = workers or max(1, min(4, available_cpus()))
+    workers = workers or default_workers(model)
     prefetch = max(prefetch or 0, batch_size * 2, workers * 2)
     load = loader or (lambda src, prep: prepare_source(src, prep))
     prep = model.prepare or model.size

@@ -50,6 +50,7 @@ ROWS: tuple[Row, ...] = (
     Row("kirisame_marisa", CHARACTER, (0, 0, 0), _logit(0.88)),
     Row("hakurei_reimu", CHARACTER, (0, 0, 0), _logit(0.3)),
     Row("smile", GENERAL, (0, 0, 0), _logit(0.36)),
+    Row("shiroko_(blue_archive)", CHARACTER, (0, 0, 0), _logit(0.15)),  # name_(series), under every default
 )
 NAMES = tuple(r.name for r in ROWS)
 # A model with Danbooru's other categories as well (deepghs' csv files carry them): copyright at 0.5 (below the

@@ -37,6 +37,8 @@ from tagger.api.schemas import (
     unknown_fields,
 )
 from tagger.catalog import canonical
+from tagger.compare import report
+from tagger.embedded import read_generation_data
 from tagger.engine import ImageTags, Tagger
 from tagger.errors import ImageError, OptionsError
 from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping, parse_category_thresholds
@@ -71,7 +73,11 @@ def request_options(req: BaseModel, warnings: list[str], base: TagOptions | None
     return options_from_mapping(given, base=base)
 
 
-def _tags_fields(item: ImageTags) -> dict[str, Any]:
+def _tags_fields(item: ImageTags, image: bytes, opts: TagOptions) -> dict[str, Any]:
+    """The answer's tag fields; ``categories`` only for a model with categories beyond rating, general and
+    character, ``embedding`` only when asked for, ``embedded`` and ``comparison`` only for an image carrying
+    generation data (the routes leave unset fields out, so a WD14 model's answer for any other image is as
+    before)."""
     r = item.result
     caption = legacy_caption(r, item.labels)
     fields = {
@@ -81,14 +87,17 @@ def _tags_fields(item: ImageTags) -> dict[str, Any]:
         "general": r.general,
         "character": r.character,
     }
-    fields["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
+    if item.labels.extra:  # the model's other categories (copyright, artist, ...), each with its tags that passed
+        fields["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
     if item.embedding is not None:
         fields["embedding"] = [float(v) for v in item.embedding]
+    mcut = item.hit.mcut if item.hit is not None else None
+    fields.update(report(read_generation_data(image), item.probs, item.labels, opts, mcut=mcut))
     return fields
 
 
 def _failed(index: int, err: ImageError) -> BatchItem:
-    return BatchItem(index=index, ok=False, error=ItemError(error=str(err), field=err.source))
+    return BatchItem(index=index, ok=False, result=None, error=ItemError(error=str(err), field=err.source))
 
 
 def _loaded_out(m: LoadedModel) -> LoadedOut:
@@ -196,7 +205,7 @@ class Routes:
         if isinstance(item, ImageError):
             raise ImageError("image", item.reason)
         return InterrogateResponse(
-            **_tags_fields(item),
+            **_tags_fields(item, data, opts),
             model=item.model,
             provider=item.provider,
             provider_note=item.note or None,
@@ -227,11 +236,12 @@ class Routes:
         model, provider, note = name, "cache", None
         embeddings = bool(req.embedding)  # type: ignore[attr-defined]
         answers = self.tag(name, [data for _, data in good], opts, embeddings=embeddings) if good else []
-        for (i, _), item in zip(good, answers, strict=True):
+        for (i, data), item in zip(good, answers, strict=True):
             if isinstance(item, ImageError):
                 items[i] = _failed(i, ImageError(f"images[{i}]", item.reason))
                 continue
-            items[i] = BatchItem(index=i, ok=True, result=ItemTagsOut(**_tags_fields(item)))
+            result = ItemTagsOut(**_tags_fields(item, data, opts))
+            items[i] = BatchItem(index=i, ok=True, result=result, error=None)
             model = item.model
             if not item.cached:
                 provider, note = item.provider, item.note or None
@@ -270,6 +280,11 @@ class Routes:
         as they are, so that a later mount can find and replace them (newer ones nest included routers)."""
         route_class = type("TaggerRoute", (TaggerRoute,), {"routes": self})
         deps = [Depends(DocumentedBasicAuth(scheme_name="HTTPBasic", auto_error=False))] if self.auth.enabled else []
+        # The two tagging answers leave out the fields they did not set: ``embedded`` and ``comparison`` are
+        # there only for an image carrying generation data, ``categories`` only for a model with more than
+        # rating, general and character tags, ``embedding`` only when asked for; so every other answer stays as
+        # it was.
+        sparse = {"interrogate", "interrogate/batch"}
         table: list[tuple[str, Callable[..., Any], str, Any, str]] = [
             ("interrogators", self.interrogators, "GET", InterrogatorsResponse, "List model names"),
             ("models", self.models, "GET", ModelsResponse, "List models with details"),
@@ -289,6 +304,7 @@ class Routes:
                 responses=ERROR_RESPONSES,
                 route_class_override=route_class,
                 response_model=response_model,
+                response_model_exclude_unset=path in sparse,
                 summary=summary,
             )
 

@@ -133,19 +133,62 @@ _CAPTION_DESCRIPTION = (
 )
 
 
+class EmbeddedOut(BaseModel):
+    """The generation data the image carries (A1111/Forge infotext, NovelAI, ComfyUI)."""
+
+    source: str = Field(..., description="Where it was read: a1111, a1111-exif, novelai, comfyui, comfyui-workflow.")
+    prompt: str = Field(..., description="The prompt; empty when it could not be found (see note).")
+    negative_prompt: str = Field(..., description="The negative prompt; empty when there is none.")
+    settings: dict[str, str] = Field(..., description="The settings (Steps, Sampler, CFG scale, Seed, Size...).")
+    note: str | None = Field(None, description="What could not be read, and why; null when all was read.")
+
+
+class JudgedOut(BaseModel):
+    text: str = Field(..., description="The item as the prompt has it (no weight or escapes), or the tag as shown.")
+    tag: str | None = Field(None, description="The model's tag (csv name); left out when it has none.")
+    probability: float | None = Field(None, description="The model's probability of the tag.")
+    reason: str | None = Field(
+        None, description="Why it cannot be judged: network, embedding, quality, rating, artist or unknown."
+    )
+
+
+class ComparisonOut(BaseModel):
+    """The embedded prompt's items against the model, by the request's thresholds."""
+
+    confirmed: list[JudgedOut] = Field(..., description="Embedded tags at or above the threshold.")
+    weak: list[JudgedOut] = Field(..., description="Embedded tags the model knows, below the threshold.")
+    not_judgeable: list[JudgedOut] = Field(
+        ..., description="Embedded items that are not tags of this model (LoRAs, quality tags, free text...)."
+    )
+    added: list[JudgedOut] = Field(..., description="Tags of the answer that the embedded prompt lacks.")
+    thresholds: dict[str, float] = Field(..., description="The general and character thresholds used.")
+    merged_prompt: str = Field(
+        ..., description="The embedded prompt without its weak tags and excludes, plus the tags it lacks."
+    )
+    merged_prompt_without_networks: str = Field(
+        ..., description="The same without LoRA/extra-network and embedding references."
+    )
+
+
 class TagsOut(BaseModel):
     caption: dict[str, float] = Field(..., description=_CAPTION_DESCRIPTION)
     prompt: str = Field(..., description="The tags as a prompt, formatted by the options.")
     rating: dict[str, float] = Field(..., description="Every rating with its probability, highest first.")
     general: dict[str, float] = Field(..., description="General tags that passed, in prompt order (csv names).")
     character: dict[str, float] = Field(..., description="Character tags that passed, in prompt order.")
+    embedded: EmbeddedOut | None = Field(
+        None, description="The generation data the image carries; left out for an image without any."
+    )
+    comparison: ComparisonOut | None = Field(
+        None, description="The embedded prompt against this answer; left out when there is no embedded prompt."
+    )
 
 
 _CATEGORIES_DESCRIPTION = (
     "Every other category the model has (copyright, artist, meta, year, quality, ...) with the tags of it that "
-    "passed, in prompt order; empty for models with only general and character tags."
+    "passed, in prompt order; left out for models with only rating, general and character tags."
 )
-_EMBEDDING_OUT = "The image embedding, when it was asked for (embedding: true); else null."
+_EMBEDDING_OUT = "The image embedding, when it was asked for (embedding: true); left out otherwise."
 
 
 class ItemTagsOut(TagsOut):

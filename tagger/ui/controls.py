@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from tagger.labels import EXTRA_ORDER
-from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping
+from tagger.options import OPTION_FIELDS, TagOptions, literal_choices, options_from_mapping
 from tagger.postprocess import category_threshold
 
 LABELS: dict[str, str] = {
@@ -27,19 +27,37 @@ LABELS: dict[str, str] = {
     "sort": "Sort tags by",
     "max_tags": "Most tags in the prompt (0: no limit)",
     "replace_underscores": "Replace underscores with spaces",
-    "escape": "Escape brackets",
+    "escape": "Escape brackets in the prompt",
     "weights": "Write confidences as weights, as (tag:0.95)",
-    "include_rating": "Put the top rating first",
+    "include_rating": "Add the top rating",
+    "rating_position": "Rating position",
+    "character_first": "Character tags first",
+    "character_expand": "Split name_(series) into name, series",
+    "always_first": "Always-first tags",
+    "separator": "Tag separator",
+    "tag_replacement": "Replace tags",
 }
 PLACEHOLDERS: dict[str, str] = {
     "additional_tags": "comma-separated, e.g. masterpiece, best quality",
     "exclude_tags": "comma-separated, e.g. simple background, solo",
+    "always_first": "comma-separated, e.g. 1girl, 1boy",
+    "tag_replacement": "e.g. 1girl,woman;long hair,very long hair",
 }
 # Where each field goes on the page; a field in no group lands in "format".
 GROUPS: dict[str, tuple[str, ...]] = {
     "thresholds": ("general_threshold", "general_mcut", "character_threshold", "character_mcut"),
     "tags": ("additional_tags", "exclude_tags"),
     "categories": ("category_thresholds", "exclude_categories"),
+    # kohya-style order and spelling of training captions (issue #13)
+    "captions": (
+        "include_rating",
+        "rating_position",
+        "character_first",
+        "character_expand",
+        "always_first",
+        "separator",
+        "tag_replacement",
+    ),
 }
 # The fields the per-category controls (``CategoryControls``) stand for, instead of one control each.
 CATEGORY_FIELDS = GROUPS["categories"]
@@ -55,13 +73,6 @@ def label_of(name: str) -> str:
 
 def group_of(name: str) -> str:
     return next((g for g, names in GROUPS.items() if name in names), "format")
-
-
-def _literal_choices(name: str) -> tuple[str, ...] | None:
-    hint = typing.get_type_hints(TagOptions).get(name)
-    if typing.get_origin(hint) is typing.Literal:
-        return tuple(str(a) for a in typing.get_args(hint))
-    return None
 
 
 def make_control(name: str, value: Any) -> Any:
@@ -84,10 +95,10 @@ def make_control(name: str, value: Any) -> Any:
         return gr.Textbox(
             value=", ".join(value), lines=1, max_lines=4, placeholder=PLACEHOLDERS.get(name, ""), **common
         )
-    choices = _literal_choices(name)
+    choices = literal_choices(name)
     if choices:
         return gr.Radio(choices=list(choices), value=str(value), **common)
-    return gr.Textbox(value=str(value), **common)
+    return gr.Textbox(value=str(value), placeholder=PLACEHOLDERS.get(name, ""), **common)
 
 
 def to_control_value(name: str, value: Any) -> Any:
