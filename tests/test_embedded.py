@@ -20,7 +20,7 @@ from tagger.embedded import GenerationData, is_infotext, parse_infotext, parse_s
 from tagger.labels import Labels
 from tagger.options import TagOptions
 from tests import geninfo
-from tests.modelgen import ROWS, expected_probs
+from tests.modelgen import CATEGORY_ROWS, ROWS, expected_probs
 
 PROMPT, NEGATIVE, SETTINGS = parse_infotext(geninfo.INFOTEXT)
 LABELS = Labels.from_rows([(r.name, r.category) for r in ROWS])
@@ -236,6 +236,33 @@ def test_the_options_move_items_between_groups() -> None:
     excluded = compare(PROMPT, RED, LABELS, TagOptions(exclude_tags=("Solo",), weights=True))
     assert "solo" not in excluded.merged().lower() and "solo" not in excluded.caption_tags()
     assert "(red theme:1.00)" in excluded.merged()  # the tagger's items as its prompt writes them
+
+
+def test_the_other_categories_are_judged_at_their_own_thresholds() -> None:
+    """A model with copyright, artist and meta tags: each is judged at its category's threshold, as the tagged
+    prompt takes it (given, else the character threshold for copyright and artist, the general one for meta),
+    and an excluded category's tags leave the merge and the caption as excluded tags do."""
+    labels = Labels.from_rows([(r.name, r.category) for r in CATEGORY_ROWS])
+    red = expected_probs((0.0, 0.0, 1.0), CATEGORY_ROWS)
+    prompt = "vocaloid, some_artist, solo"
+    plain = compare(prompt, red, labels, TagOptions())
+    assert plain.thresholds == {"general": 0.35, "character": 0.85, "copyright": 0.85, "artist": 0.85, "meta": 0.35}
+    assert groups(plain)["weak"] == [("vocaloid", 0.5), ("some_artist", 0.3)]
+    assert ("highres", 0.7) in groups(plain)["added"] and "highres" in plain.merged()
+    given = TagOptions(category_thresholds={"copyright": 0.4})
+    tuned = compare(prompt, red, labels, given)
+    assert groups(tuned)["confirmed"] == [("vocaloid", 0.5), ("solo", 0.9)]
+    assert tuned.to_dict()["thresholds"]["copyright"] == 0.4
+    assert "vocaloid" in tuned.merged() and "vocaloid" in tuned.caption_tags()
+    off = compare(
+        prompt,
+        red,
+        labels,
+        TagOptions(category_thresholds={"copyright": 0.4}, exclude_categories=("copyright", "meta")),
+    )
+    assert groups(off)["confirmed"] == [("vocaloid", 0.5), ("solo", 0.9)]  # the tagger sees it ...
+    assert "vocaloid" not in off.merged() and "vocaloid" not in off.caption_tags()  # ... and it is excluded
+    assert "highres" not in off.merged() and all(j.tag != "highres" for j in off.added)
 
 
 def test_ratings_duplicates_schedules_and_embeddings() -> None:

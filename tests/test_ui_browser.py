@@ -608,6 +608,7 @@ def test_category_rows_show_for_the_model_chosen_in_the_dropdown(browser: Any, t
         pg.wait_for_selector("#tagger_interrogate")
         pg.wait_for_selector("#tagger_include_general", state="visible")
         pg.wait_for_selector("#tagger_category_copyright", state="hidden")
+        pg.wait_for_selector("#tagger_captions", state="visible")  # the training-caption options beside them
         pg.click("#tagger_model input")
         pg.click("#tagger_model ul.options li:has-text('camie-tagger-v2 · downloaded')")
         for name in ("copyright", "artist", "meta", "year"):
