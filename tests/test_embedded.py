@@ -4,7 +4,6 @@ captions. The WebUI tab is tested in test_ui_page.py and test_ui_browser.py."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -314,14 +313,10 @@ def test_cli_json_carries_the_embedded_prompt_and_the_groups(model_root: Path, t
 
 
 def _post(app: Any, path: str, body: dict[str, Any]) -> Any:
-    import httpx
+    from tests.test_webui_glue import _requests
 
-    async def run() -> Any:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            return await client.post(path, json=body)
-
-    return asyncio.run(run())
+    (answer,) = _requests(app, [("POST", path, {"json": body})])
+    return answer
 
 
 def test_api_answers_carry_them_only_for_images_with_generation_data(model_root: Path, tmp_path: Path) -> None:
