@@ -47,6 +47,7 @@ ACTIONS = ("new", "skip", "overwrite", "append", "prepend")
 METADATA_SUFFIXES = (".json", ".jsonl")
 CAPTION_SOURCES = ("tags", "merge")
 SIDECAR_FLOOR = 0.01  # probabilities below this are left out of JSON sidecars (re-thresholding stays exact above)
+EMBEDDING_SUFFIX = ".npy"  # image.txt -> image.npy: a float32 vector, numpy.load reads it
 _TOKEN = re.compile(r"\[([a-z]+)(?::([A-Za-z0-9_-]+))?\]")
 
 
@@ -63,6 +64,7 @@ class BatchConfig:
     existing: str = "skip"  # skip | overwrite | append | prepend
     json_sidecar: bool = False
     batch_size: int | None = None
+    embeddings: bool = False  # also write the model's image embedding beside each caption (EMBEDDING_SUFFIX)
     roots: tuple[Path, ...] | None = None  # resolved folders that images and captions must stay in (None: anywhere)
     # -- training captions (issue #13)
     escape: bool = False  # backslash-escape ( ) [ ] \ in captions: only for the WebUI's parser, trainers read text
@@ -292,7 +294,7 @@ def sidecar_record(result_probs: Any, labels: Any, model_id: str, result: TagRes
         keep.sort(key=lambda i: -probs[i])
         return {labels.names[i]: round(float(probs[i]), 6) for i in keep}
 
-    return {
+    record = {
         "model": model_id,
         "prompt": result.prompt,
         "rating": {labels.names[i]: round(float(probs[i]), 6) for i in labels.rating},
@@ -300,6 +302,20 @@ def sidecar_record(result_probs: Any, labels: Any, model_id: str, result: TagRes
         "character": group(labels.character),
         "floor": SIDECAR_FLOOR,
     }
+    if labels.extra:  # the model's other categories (copyright, artist, meta, ...), as general and character
+        record["categories"] = {name: group(labels.groups[name]) for name in labels.extra}
+    return record
+
+
+def embedding_bytes(embedding: Any) -> bytes:
+    """A ``.npy`` file's bytes holding ``embedding`` as a float32 vector."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(embedding, dtype=np.float32).reshape(-1), allow_pickle=False)
+    return buf.getvalue()
 
 
 # -- the plan ---------------------------------------------------------------------------------------
@@ -480,12 +496,12 @@ def batch_stats(
     writes): tags before and after the excludes, and against the caption files there now."""
     plan = plan or plan_batch(config)
     opts = replace(options, escape=config.escape)
-    unexcluded = replace(opts, exclude_tags=())
+    unexcluded = replace(opts, exclude_tags=(), exclude_categories=())
     entries = [e for e in plan.entries if e.action not in ("failed", "duplicate")]
     stats = BatchStats(images=len(entries))
     by_image = {e.image: e for e in entries}
     for image, labels, hit in tagger.iter_cached(model, (e.image for e in entries)):
-        if hit is None or not hit.serves(opts):
+        if hit is None or not hit.serves(unexcluded, labels):  # exact for both counts
             continue
         stats.cached += 1
         before = postprocess(hit.probs, labels, unexcluded, mcut=hit.mcut).plain
@@ -615,6 +631,11 @@ def run_batch(
             caption_path(image, root, static_cfg)
 
     model_id = tagger.resolve(model).model_id  # fails here, before any work, when the model cannot be had
+    if config.embeddings and tagger.load(model).embedding_name is None:
+        raise BatchConfigError(
+            f"embeddings: model {model} has no embedding output (PixAI's tagger has one; a tagger.json can name "
+            "a model's embedding output)"
+        )
     summary = BatchSummary()
     start = time.perf_counter()
     done = 0
@@ -665,8 +686,9 @@ def run_batch(
             meta = stack.enter_context(MetadataFile(config.metadata))
         try:
             stream = tagger.iter_probs(
-                model, jobs(), opts, batch_size=config.batch_size, cancel=cancel, workers=config.workers
-            )
+                model, jobs(), opts, batch_size=config.batch_size, cancel=cancel, workers=config.workers,
+                embeddings=config.embeddings,
+            )  # fmt: skip
             for pred, labels, mcut, _cached in stream:
                 job = pred.source
                 if pred.error is not None:
@@ -686,12 +708,14 @@ def run_batch(
                         record = sidecar_record(pred.probs, labels, model_id, result)
                     if config.json_sidecar:
                         write_atomic(job.caption.with_suffix(".json"), json.dumps(record, ensure_ascii=False) + "\n")
+                    if config.embeddings and pred.embedding is not None:
+                        write_atomic(job.caption.with_suffix(EMBEDDING_SUFFIX), embedding_bytes(pred.embedding))
                 except OSError as e:
                     fail(job.image, f"caption {job.caption} could not be written ({e.strerror or e})")
                     continue
                 if meta is not None and record is not None:
-                    keep = ("model", "rating", "general", "character", "floor")
-                    meta.add(job.image, text, {k: record[k] for k in keep})
+                    keep = ("model", "rating", "general", "character", "categories", "floor")
+                    meta.add(job.image, text, {k: record[k] for k in keep if k in record})
                 summary.backups += backed_up
                 summary.tag_counts.update(merged or result.plain)
                 summary.tagged += 1

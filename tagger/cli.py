@@ -15,7 +15,14 @@ from typing import Any, TextIO
 from tagger import __version__, paths
 from tagger.catalog import DEFAULT_MODEL
 from tagger.errors import ImageError, OptionsError, TaggerError
-from tagger.options import OPTION_FIELDS, TAG_LIST_FIELDS, TagOptions, literal_choices, options_from_mapping
+from tagger.options import (
+    OPTION_FIELDS,
+    TAG_LIST_FIELDS,
+    TagOptions,
+    literal_choices,
+    options_from_mapping,
+    parse_category_thresholds,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -51,12 +58,17 @@ FLAGS: dict[str, tuple[str | None, str | None]] = {
     "character_expand": ("--character-tag-expand", None),
     "always_first": ("--always-first-tags", None),
     "separator": ("--caption-separator", None),
+    "category_thresholds": ("--threshold", None),
 }
 METAVARS = {"general_threshold": "F", "character_threshold": "F", "max_tags": "N", "separator": "SEP",
-            "tag_replacement": "'A,B;C,D'"}  # fmt: skip
+            "tag_replacement": "'A,B;C,D'", "exclude_categories": "LIST"}  # fmt: skip
 HELP_NOTES = {
     "escape": "Printed prompts are escaped unless --no-escape; caption files only with --escape.",
     "include_rating": "--rating-last puts it last.",
+    "general_threshold": "A model with its own default (Camie, cl_tagger) starts from that instead.",
+    "character_threshold": "A model with its own default (Camie, cl_tagger) starts from that instead.",
+    "category_thresholds": "Here: --threshold copyright=0.5, repeatable.",
+    "exclude_categories": "The model's categories: see --format json.",
 }
 OFF_HELP = {"replace_underscores": "keep long_hair as it is (default: 'long hair'; kaomoji such as ^_^ keep theirs)"}
 
@@ -85,6 +97,9 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
             continue
         if not on:
             continue
+        if name == "category_thresholds":  # repeatable: --threshold copyright=0.5 --threshold artist=0.4
+            g.add_argument(on, dest=name, action="append", default=None, metavar="CATEGORY=F", help=help_)
+            continue
         kind: dict[str, Any] = {"metavar": METAVARS.get(name, "TAGS" if name in TAG_LIST_FIELDS else "TEXT")}
         choices = literal_choices(name)
         if choices:
@@ -98,15 +113,20 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rating-last", action="store_true", help="put the top rating last (--rating puts it first)")
 
 
-def options_from_args(args: argparse.Namespace) -> TagOptions:
-    """The TagOptions the flags give; OptionsError names the flag of a bad value."""
+def options_from_args(args: argparse.Namespace, base: TagOptions | None = None) -> TagOptions:
+    """The TagOptions the flags give over ``base`` (the model's defaults): a threshold not given is base's, and
+    ``--threshold`` adds to base's category thresholds. OptionsError names the flag of a bad value."""
+    base = base or TagOptions()
     given = {name: getattr(args, name) for name in OPTION_FIELDS if getattr(args, name, None) is not None}
     if args.mcut:
         given.update(general_mcut=True, character_mcut=True)
     if args.rating_last:
         given.update(include_rating=True, rating_position="last")
     try:
-        return options_from_mapping(given)
+        if "category_thresholds" in given:
+            extra = parse_category_thresholds(",".join(given["category_thresholds"]))
+            given["category_thresholds"] = {**dict(base.category_thresholds), **dict(extra)}
+        return options_from_mapping(given, base=base)
     except OptionsError as e:
         raise OptionsError(flag_of(e.field) or e.field, e.problem) from None
 
@@ -164,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="what to do with captions that exist (default skip: never touched, image not even read)",
     )
     cap.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
+    cap.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write the model's image embedding as a .npy file beside each caption (models with an "
+        "embedding output, such as PixAI's)",
+    )
     cap.add_argument(
         "--no-backup",
         action="store_true",
@@ -270,7 +296,7 @@ def _emit(out: TextIO, text: str) -> None:
 def _caption_mode(args: argparse.Namespace) -> bool:
     batch_flags = [args.captions, args.recursive, args.output_dir, args.json, args.existing, args.no_backup,
                    args.backup_dir, args.metadata, args.frequency_tags, args.frequency_csv, args.dry_run, args.stats,
-                   args.caption_from != "tags"]  # fmt: skip
+                   args.caption_from != "tags", args.embeddings]  # fmt: skip
     return any(batch_flags) or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths)
 
 
@@ -285,7 +311,6 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if loaded.device_note:
             _print_err(loaded.device_note)
 
-    opts = options_from_args(args)
     cache = None
     if not args.no_cache:
         path = paths.cache_path(args.cache)
@@ -295,6 +320,7 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty(), cache=cache,
         on_load=on_load,
     )  # fmt: skip
+    opts = options_from_args(args, tagger.default_options(args.model))
     if _caption_mode(args):
         return _tag_to_captions(tagger, args, opts, out)
     failed = 0
@@ -308,6 +334,8 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "json":
             record = {"path": str(item.source), "prompt": r.prompt, "rating": r.rating,
                       "general": r.general, "character": r.character}  # fmt: skip
+            if item.labels.extra:  # the model's other categories, each with the tags that passed
+                record["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
             # With the image's own generation data, that and the comparison too (nothing for other images).
             mcut = item.hit.mcut if item.hit is not None else None
             record.update(report(read_generation_data(item.source), item.probs, item.labels, opts, mcut=mcut))
@@ -331,6 +359,7 @@ def batch_config_from_args(args: argparse.Namespace) -> Any:
         existing=args.existing or "skip",
         json_sidecar=args.json,
         batch_size=args.batch_size,
+        embeddings=args.embeddings,
         escape=bool(args.escape),  # caption files: plain text unless --escape
         backup=not args.no_backup,
         backup_dir=Path(args.backup_dir) if args.backup_dir else None,
@@ -468,7 +497,7 @@ def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
         args.name,
         target.name,
         args.validate,
-        options_from_args(args),
+        options_from_args(args, tagger.default_options(args.name)),
         recursive=args.recursive,
         limit=args.limit,
     )

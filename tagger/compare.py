@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from tagger.embedded import GenerationData
-from tagger.labels import CHARACTER, RATING, Labels
+from tagger.labels import Labels
 from tagger.options import TagOptions
 from tagger.postprocess import format_tag, normalize_tag, postprocess, thresholds
 from tagger.prompt import EMBEDDING, NETWORK, TAG, Prompt, Token, parse
@@ -124,12 +124,12 @@ class Comparison:
     weak: tuple[Judged, ...]
     not_judgeable: tuple[Judged, ...]
     added: tuple[Judged, ...]
-    general_threshold: float
-    character_threshold: float
+    thresholds: dict[str, float]  # by category, as ``postprocess.thresholds`` set them
     own: tuple[tuple[str, str], ...]  # the tagged prompt's items the embedded prompt lacks: (item, key)
+    excluded: frozenset[str] = frozenset()  # keys the options exclude: their tags and their categories' tags
 
     def _dropped(self, keep_networks: bool) -> Any:
-        contradicted = {j.key for j in self.weak} | {normalize_tag(t) for t in self.options.exclude_tags}
+        contradicted = {j.key for j in self.weak} | self.excluded
 
         def drop(token: Token) -> bool:
             if token.kind in (NETWORK, EMBEDDING):
@@ -155,7 +155,7 @@ class Comparison:
         opts = self.options
         confirmed = {j.key: j.tag for j in self.confirmed}
         kept = {j.key for j in self.not_judgeable if j.reason in ("unknown", "artist")}
-        excluded = {normalize_tag(t) for t in opts.exclude_tags}
+        excluded = self.excluded
         out: list[str] = []
         seen: set[str] = set()
         for token in self.prompt.tags():
@@ -179,7 +179,7 @@ class Comparison:
             "weak": [j.to_dict() for j in self.weak],
             "not_judgeable": [j.to_dict() for j in self.not_judgeable],
             "added": [j.to_dict() for j in self.added],
-            "thresholds": {"general": self.general_threshold, "character": self.character_threshold},
+            "thresholds": dict(self.thresholds),
             "merged_prompt": self.merged(keep_networks=True),
             "merged_prompt_without_networks": self.merged(keep_networks=False),
         }
@@ -199,7 +199,8 @@ def compare(
     """
     parsed = prompt if isinstance(prompt, Prompt) else parse(prompt)
     probs = np.asarray(probs).reshape(-1)
-    g_thr, c_thr = thresholds(probs, labels, options, mcut=mcut)
+    thr = thresholds(probs, labels, options, mcut=mcut)
+    excluded = {normalize_tag(t) for t in options.exclude_tags}
     index = _label_index(labels.names)
     confirmed, weak, unjudged = [], [], []
     seen: set[str] = set()
@@ -215,24 +216,28 @@ def compare(
         if i is None:
             unjudged.append(Judged(token.plain, key, reason=_reason(key)))
             continue
-        category = int(labels.categories[i])
-        if category == RATING:
+        category = labels.category_of(i)
+        if category == "rating":
             unjudged.append(Judged(token.plain, key, labels.names[i], float(probs[i]), reason="rating"))
             continue
+        if category in options.exclude_categories:
+            excluded.add(key)
         p = float(probs[i])
-        threshold = c_thr if category == CHARACTER else g_thr
-        (confirmed if p >= threshold else weak).append(Judged(token.plain, key, labels.names[i], p))
+        (confirmed if p >= thr[category] else weak).append(Judged(token.plain, key, labels.names[i], p))
 
     result = postprocess(probs, labels, options, mcut=mcut)
     own = tuple((item, key) for item, key in zip(result.tags, result.keys, strict=True) if key not in seen)
     shown = replace(options, escape=False)
-    tagged = sorted([*result.character.items(), *result.general.items()], key=lambda kv: -kv[1])
+    extra = [kv for tags in result.categories.values() for kv in tags.items()]
+    tagged = sorted([*result.character.items(), *result.general.items(), *extra], key=lambda kv: -kv[1])
     added = tuple(
         Judged(format_tag(name, shown), normalize_tag(name), name, p)
         for name, p in tagged
         if normalize_tag(name) not in seen
     )
-    return Comparison(parsed, options, tuple(confirmed), tuple(weak), tuple(unjudged), added, g_thr, c_thr, own)
+    return Comparison(
+        parsed, options, tuple(confirmed), tuple(weak), tuple(unjudged), added, thr, own, frozenset(excluded)
+    )
 
 
 def report(

@@ -42,6 +42,18 @@ class TagOptions:
     )
     weights: bool = _opt(False, "Write each tag with its probability, as (tag:0.95).")
     include_rating: bool = _opt(False, "Add the top rating (general, sensitive, ...) to the prompt, first or last.")
+    # Categories beyond general and character (copyright, artist, meta, year, quality, ...: issue 10).
+    category_thresholds: tuple[tuple[str, float], ...] = _opt(
+        (),
+        "Minimum probability per category beyond general and character, as {category: 0..1} (copyright, "
+        "artist, meta, year, quality...). A category left out uses the model's own default, else the "
+        "character threshold (copyright, artist) or the general threshold (the others).",
+        ge=0.0,
+        le=1.0,
+    )
+    exclude_categories: tuple[str, ...] = _opt(
+        (), "Categories whose tags are never output (e.g. artist, meta); general and character work too."
+    )
 
     # -- training captions (issue #13): what kohya-ss/sd-scripts' finetune/tag_images_by_wd14_tagger.py offers
     # (read at commit 48d368f), with its semantics; postprocess.py cites each one and says where it differs.
@@ -64,7 +76,15 @@ class TagOptions:
     )
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "category_thresholds", parse_category_thresholds(self.category_thresholds))
+        cats = self.exclude_categories
+        if isinstance(cats, (list, tuple)) and all(isinstance(c, str) for c in cats):  # a set: sorted, once each
+            object.__setattr__(self, "exclude_categories", tuple(sorted({c.strip().lower() for c in cats})))
         validate(self)
+
+    def category_threshold(self, category: str) -> float | None:
+        """The threshold given for ``category``, or None."""
+        return dict(self.category_thresholds).get(category)
 
 
 def parse_tag_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -82,8 +102,59 @@ def parse_tag_list(value: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_category_thresholds(value: Any) -> tuple[tuple[str, float], ...]:
+    """``{"Copyright": 0.5}``, ``[("copyright", 0.5)]`` or ``"copyright=0.5, artist=0.4"`` -> the sorted
+    ``(("copyright", 0.5),)`` TagOptions holds (names lower-cased). Values are checked by ``validate``."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        pairs = []
+        for item in value.split(","):
+            if item.strip():
+                name, eq, number = item.partition("=")
+                if not eq:
+                    raise OptionsError("category_thresholds", f"{item.strip()!r}: expected category=number")
+                try:
+                    pairs.append((name, float(number)))
+                except ValueError:
+                    raise OptionsError(
+                        "category_thresholds", f"{item.strip()!r}: {number.strip()!r} is not a number"
+                    ) from None
+        value = pairs
+    items = value.items() if isinstance(value, Mapping) else value
+    try:
+        pairs = [(k, v) for k, v in items]
+    except (TypeError, ValueError):
+        raise OptionsError("category_thresholds", f"expected {{category: number}}, got {value!r}") from None
+    out: dict[str, Any] = {}
+    for name, number in pairs:
+        if not isinstance(name, str) or not name.strip():
+            raise OptionsError("category_thresholds", f"expected category names, got {name!r}")
+        out[name.strip().lower()] = number
+    return tuple(sorted(out.items()))
+
+
+def with_model_defaults(base: TagOptions, thresholds: Mapping[str, float]) -> TagOptions:
+    """``base`` with a model's own default thresholds: its general and character ones replace base's, the
+    others are added where ``base`` gives none for that category."""
+    if not thresholds:
+        return base
+    values: dict[str, Any] = {}
+    if "general" in thresholds:
+        values["general_threshold"] = float(thresholds["general"])
+    if "character" in thresholds:
+        values["character_threshold"] = float(thresholds["character"])
+    extra = {k: float(v) for k, v in thresholds.items() if k not in ("general", "character", "rating")}
+    if extra:
+        values["category_thresholds"] = {**extra, **dict(base.category_thresholds)}
+    return replace(base, **values)
+
+
 OPTION_FIELDS = {f.name: f for f in fields(TagOptions)}
-TAG_LIST_FIELDS = tuple(name for name, f in OPTION_FIELDS.items() if isinstance(f.default, tuple))
+# Fields holding a list of names (tags or categories); category_thresholds is a mapping, not a list.
+TAG_LIST_FIELDS = tuple(
+    name for name, f in OPTION_FIELDS.items() if isinstance(f.default, tuple) and name != "category_thresholds"
+)
 
 
 @functools.cache
@@ -138,6 +209,12 @@ def validate(opts: TagOptions) -> None:
                 raise OptionsError(name, f"{value} is below the minimum {meta['ge']}")
             if "le" in meta and value > meta["le"]:
                 raise OptionsError(name, f"{value} is above the maximum {meta['le']}")
+        elif name == "category_thresholds":
+            for category, number in value:
+                if isinstance(number, bool) or not isinstance(number, (int, float)) or number != number:
+                    raise OptionsError(name, f"{category}: expected a number, got {number!r}")
+                if not meta["ge"] <= number <= meta["le"]:
+                    raise OptionsError(name, f"{category}: {number} is outside {meta['ge']}..{meta['le']}")
         elif isinstance(default, tuple) and (
             not isinstance(value, tuple) or not all(isinstance(v, str) for v in value)
         ):
@@ -183,4 +260,5 @@ def options_to_dict(opts: TagOptions) -> dict[str, Any]:
     d = asdict(opts)
     for key in TAG_LIST_FIELDS:
         d[key] = list(d[key])
+    d["category_thresholds"] = dict(opts.category_thresholds)
     return d

@@ -24,7 +24,8 @@ class TagResult:
     """What one image comes out as under one set of options.
 
     ``general`` and ``character`` hold the tags that passed (csv names, unformatted) in prompt order with
-    unrounded probabilities; ``rating`` holds all ratings, highest first.
+    unrounded probabilities; ``rating`` holds all ratings, highest first; ``categories`` the tags that passed
+    of every other category the model has (copyright, artist, meta, ...), by category, in prompt order.
     """
 
     prompt: str
@@ -32,6 +33,7 @@ class TagResult:
     general: dict[str, float]
     character: dict[str, float]
     tags: tuple[str, ...] = field(default=())  # the prompt's items, formatted
+    categories: dict[str, dict[str, float]] = field(default_factory=dict)
     plain: tuple[str, ...] = field(default=())  # the same items without escapes or weights, as the bars show tags
     keys: tuple[str, ...] = field(default=())  # each item's normalize_tag key (what excludes and merges compare)
 
@@ -40,8 +42,22 @@ class TagResult:
         return next(iter(self.rating), None)
 
     def merged(self) -> dict[str, float]:
-        """Ratings and tags in one dict: the shape the older taggers' API answered."""
-        return {**self.rating, **self.character, **self.general}
+        """Ratings and tags in one dict: the shape the older taggers' API answered (other categories after)."""
+        extra = {name: p for tags in self.categories.values() for name, p in tags.items()}
+        return {**self.rating, **self.character, **self.general, **extra}
+
+
+# Categories of names (who drew it, which work) take the character threshold when none is given.
+NAME_CATEGORIES = ("copyright", "artist")
+
+
+def category_threshold(category: str, opts: TagOptions) -> float:
+    """The threshold of an extra category: the one given, else the character threshold for copyright and
+    artist, else the general threshold."""
+    given = opts.category_threshold(category)
+    if given is not None:
+        return given
+    return opts.character_threshold if category in NAME_CATEGORIES else opts.general_threshold
 
 
 def normalize_tag(tag: str) -> str:
@@ -136,9 +152,15 @@ class _Chosen(NamedTuple):
 
     index: int
     prob: float
-    is_char: bool
+    category: str
     key: str
     items: tuple[str, ...]
+
+    @property
+    def is_char(self) -> bool:
+        """Only the character category is expanded and put first (``character_first``), as kohya does: its
+        copyright, artist, meta and model tags go with the general ones."""
+        return self.category == "character"
 
 
 def mcut_threshold(probs: np.ndarray) -> float:
@@ -161,17 +183,33 @@ def _passing(probs: np.ndarray, idx: np.ndarray, threshold: float) -> list[tuple
     return [(int(idx[k]), float(p[k])) for k in keep]
 
 
+def _best(probs: np.ndarray, idx: np.ndarray) -> list[tuple[int, float]]:
+    if len(idx) == 0:
+        return []
+    k = int(np.argmax(probs[idx]))
+    return [(int(idx[k]), float(probs[idx[k]]))]
+
+
 def thresholds(
     probs: np.ndarray, labels: Labels, opts: TagOptions, *, mcut: tuple[float, float] | None = None
-) -> tuple[float, float]:
-    """The (general, character) thresholds ``opts`` set for ``probs``: as given, or their MCut points."""
+) -> dict[str, float]:
+    """The threshold ``opts`` set for each category of ``labels`` but rating: general and character as given or
+    their MCut points, the others as given or by ``category_threshold``; a category of which only the best label
+    counts (``labels.single``) gets that label's probability, so exactly it passes."""
     g_thr = opts.general_threshold
     if opts.general_mcut:
         g_thr = mcut[0] if mcut else mcut_threshold(probs[labels.general])
     c_thr = opts.character_threshold
     if opts.character_mcut:
         c_thr = max(mcut[1] if mcut else mcut_threshold(probs[labels.character]), CHARACTER_MCUT_FLOOR)
-    return g_thr, c_thr
+    out = {"general": g_thr, "character": c_thr}
+    for category in labels.extra:
+        idx = labels.groups[category]
+        if category not in labels.single:
+            out[category] = category_threshold(category, opts)
+        elif len(idx):
+            out[category] = float(probs[idx].max())
+    return out
 
 
 def postprocess(
@@ -189,13 +227,19 @@ def postprocess(
 
     rating = sorted(((names[i], float(probs[i])) for i in labels.rating), key=lambda kv: -kv[1])
 
-    g_thr, c_thr = thresholds(probs, labels, opts, mcut=mcut)
+    thr = thresholds(probs, labels, opts, mcut=mcut)
     excluded = {normalize_tag(t) for t in opts.exclude_tags}
+    off = set(opts.exclude_categories)
     repl = _replacements(opts)
 
-    def chosen_of(idx: np.ndarray, thr: float, is_char: bool) -> list[_Chosen]:
+    def chosen_of(category: str) -> list[_Chosen]:
+        if category in off:
+            return []
+        idx = getattr(labels, category) if category in ("general", "character") else labels.groups[category]
+        found = _best(probs, idx) if category in labels.single else _passing(probs, idx, thr[category])
+        is_char = category == "character"
         out = []
-        for i, p in _passing(probs, idx, thr):
+        for i, p in found:
             key = normalize_tag(names[i])
             if key in excluded:
                 continue
@@ -204,10 +248,10 @@ def postprocess(
                 # an exclude matches the model's tag, its replacement or one part of its expansion
                 items = tuple(t for t in items if normalize_tag(t) not in excluded)
             if items:
-                out.append(_Chosen(i, p, is_char, key, items))
+                out.append(_Chosen(i, p, category, key, items))
         return out
 
-    chosen = chosen_of(labels.character, c_thr, True) + chosen_of(labels.general, g_thr, False)
+    chosen = [c for category in ("character", "general", *labels.extra) for c in chosen_of(category)]
     if opts.sort == "alpha":
         chosen.sort(key=lambda c: (names[c.index].lower(), names[c.index]))
     else:
@@ -249,12 +293,17 @@ def postprocess(
         for text in top[0]:
             add(text, top[1])
 
+    extra: dict[str, dict[str, float]] = {}
+    for c in chosen:
+        if c.category not in ("general", "character"):
+            extra.setdefault(c.category, {})[names[c.index]] = c.prob
     return TagResult(
         prompt=opts.separator.join(items),
         rating=dict(rating),
-        general={names[c.index]: c.prob for c in chosen if not c.is_char},
+        general={names[c.index]: c.prob for c in chosen if c.category == "general"},
         character={names[c.index]: c.prob for c in chosen if c.is_char},
         tags=tuple(items),
+        categories=extra,
         plain=tuple(plain),
         keys=tuple(seen),
     )

@@ -99,6 +99,28 @@ def test_character_tag_expand_splits_at_the_last_parenthesis() -> None:
     assert caption(character_expand=True, exclude_tags=("genshin impact",), max_tags=1) == "ganyu"
 
 
+def test_other_categories_sort_with_the_general_tags() -> None:
+    """As kohya does with cl_tagger's categories: only character tags go first and are expanded; a copyright
+    tag (whose name may well end in _(series)) and an artist sort with the general tags by confidence."""
+    from tests.modelgen import ARTIST, COPYRIGHT
+
+    rows = [*TAGS, ("fate_(series)", COPYRIGHT, 0.93), ("some_artist", ARTIST, 0.85)]
+    labels = Labels.from_rows([(n, c) for n, c, _ in rows])
+    probs = np.array([p for _, _, p in rows], dtype=np.float32)
+    opts = TagOptions(
+        escape=False,
+        general_threshold=0.85,
+        character_threshold=0.9,
+        category_thresholds={"copyright": 0.8, "artist": 0.8},
+        character_first=True,
+        character_expand=True,
+    )
+    assert postprocess(probs, labels, opts).prompt == (
+        "ganyu, genshin impact, hatsune miku, vocaloid, raiden shogun (mysterious costume), "
+        "1girl, fate (series), solo, some artist"
+    )
+
+
 def test_tag_replacement_with_escaped_separators() -> None:
     text = (
         "1girl,1woman; long_hair , very long hair\\, silky;"

@@ -4,7 +4,6 @@ captions. The WebUI tab is tested in test_ui_page.py and test_ui_browser.py."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
@@ -20,7 +19,7 @@ from tagger.embedded import GenerationData, is_infotext, parse_infotext, parse_s
 from tagger.labels import Labels
 from tagger.options import TagOptions
 from tests import geninfo
-from tests.modelgen import ROWS, expected_probs
+from tests.modelgen import CATEGORY_ROWS, ROWS, expected_probs
 
 PROMPT, NEGATIVE, SETTINGS = parse_infotext(geninfo.INFOTEXT)
 LABELS = Labels.from_rows([(r.name, r.category) for r in ROWS])
@@ -229,13 +228,40 @@ def test_the_options_move_items_between_groups() -> None:
     assert "long_hair" not in higher.merged() and "hakurei reimu" in higher.merged()
     # MCut: the largest gap of the general probabilities lies between smile (0.36) and low_probability (0.1).
     mcut = compare(PROMPT, RED, LABELS, TagOptions(general_mcut=True, character_mcut=True))
-    assert mcut.general_threshold == pytest.approx((0.36 + 0.1) / 2)
-    assert mcut.character_threshold == pytest.approx((0.88 + 0.3) / 2)
+    assert mcut.thresholds["general"] == pytest.approx((0.36 + 0.1) / 2)
+    assert mcut.thresholds["character"] == pytest.approx((0.88 + 0.3) / 2)
     assert groups(mcut)["confirmed"] == [("solo", 0.9), ("long_hair", 0.5), ("smile", 0.36)]
     # An excluded tag leaves the merged prompt and the caption, as it leaves the tagged prompt.
     excluded = compare(PROMPT, RED, LABELS, TagOptions(exclude_tags=("Solo",), weights=True))
     assert "solo" not in excluded.merged().lower() and "solo" not in excluded.caption_tags()
     assert "(red theme:1.00)" in excluded.merged()  # the tagger's items as its prompt writes them
+
+
+def test_the_other_categories_are_judged_at_their_own_thresholds() -> None:
+    """A model with copyright, artist and meta tags: each is judged at its category's threshold, as the tagged
+    prompt takes it (given, else the character threshold for copyright and artist, the general one for meta),
+    and an excluded category's tags leave the merge and the caption as excluded tags do."""
+    labels = Labels.from_rows([(r.name, r.category) for r in CATEGORY_ROWS])
+    red = expected_probs((0.0, 0.0, 1.0), CATEGORY_ROWS)
+    prompt = "vocaloid, some_artist, solo"
+    plain = compare(prompt, red, labels, TagOptions())
+    assert plain.thresholds == {"general": 0.35, "character": 0.85, "copyright": 0.85, "artist": 0.85, "meta": 0.35}
+    assert groups(plain)["weak"] == [("vocaloid", 0.5), ("some_artist", 0.3)]
+    assert ("highres", 0.7) in groups(plain)["added"] and "highres" in plain.merged()
+    given = TagOptions(category_thresholds={"copyright": 0.4})
+    tuned = compare(prompt, red, labels, given)
+    assert groups(tuned)["confirmed"] == [("vocaloid", 0.5), ("solo", 0.9)]
+    assert tuned.to_dict()["thresholds"]["copyright"] == 0.4
+    assert "vocaloid" in tuned.merged() and "vocaloid" in tuned.caption_tags()
+    off = compare(
+        prompt,
+        red,
+        labels,
+        TagOptions(category_thresholds={"copyright": 0.4}, exclude_categories=("copyright", "meta")),
+    )
+    assert groups(off)["confirmed"] == [("vocaloid", 0.5), ("solo", 0.9)]  # the tagger sees it ...
+    assert "vocaloid" not in off.merged() and "vocaloid" not in off.caption_tags()  # ... and it is excluded
+    assert "highres" not in off.merged() and all(j.tag != "highres" for j in off.added)
 
 
 def test_ratings_duplicates_schedules_and_embeddings() -> None:
@@ -287,14 +313,10 @@ def test_cli_json_carries_the_embedded_prompt_and_the_groups(model_root: Path, t
 
 
 def _post(app: Any, path: str, body: dict[str, Any]) -> Any:
-    import httpx
+    from tests.test_webui_glue import _requests
 
-    async def run() -> Any:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
-            return await client.post(path, json=body)
-
-    return asyncio.run(run())
+    (answer,) = _requests(app, [("POST", path, {"json": body})])
+    return answer
 
 
 def test_api_answers_carry_them_only_for_images_with_generation_data(model_root: Path, tmp_path: Path) -> None:

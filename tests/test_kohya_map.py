@@ -85,14 +85,14 @@ SAME: dict[str, tuple[list[str], dict[str, Any]]] = {
     "--caption_separator": (["--caption-separator", ","], {"options.separator": ","}),
     "--tag_replacement": (["--tag-replacement", "a\\,b,c;d,e"], {"options.tag_replacement": "a\\,b,c;d,e"}),
     "--character_tag_expand": (["--character-tag-expand"], {"options.character_expand": True}),
-}
-FAMILIES = {  # per-category thresholds and switches: the model-families work (issue #10)
-    "--meta_threshold",
-    "--model_threshold",
-    "--copyright_threshold",
-    "--artist_threshold",
-    "--use_quality_tags",
-    "--use_quality_tags_as_last_tag",
+    # The categories of the model families (cl_tagger has all four; Camie copyright, artist and meta).
+    "--meta_threshold": (["--threshold", "meta=0.5"], {"options.category_thresholds": (("meta", 0.5),)}),
+    "--model_threshold": (["--threshold", "model=0.6"], {"options.category_thresholds": (("model", 0.6),)}),
+    "--copyright_threshold": (["--threshold", "copyright=0.4"], {"options.category_thresholds": (("copyright", 0.4),)}),
+    "--artist_threshold": (["--threshold", "artist=0.7"], {"options.category_thresholds": (("artist", 0.7),)}),
+    # A quality category's best tag is in by default (test_quality_tags_as_kohyas_use_quality_tags).
+    "--use_quality_tags": ([], {"options.exclude_categories": ()}),
+    "--use_quality_tags_as_last_tag": ([], {"options.exclude_categories": ()}),
 }
 
 
@@ -124,7 +124,7 @@ def parsed(argv: list[str]) -> dict[str, Any]:
 
 def test_every_kohya_flag_is_in_the_map() -> None:
     assert sorted(readme_map()) == sorted(KOHYA_FLAGS)
-    assert set(SAME) | FAMILIES | {"train_data_dir"} == set(KOHYA_FLAGS)
+    assert set(SAME) | {"train_data_dir"} == set(KOHYA_FLAGS)
 
 
 def test_every_flag_the_map_names_is_ours() -> None:
@@ -148,6 +148,25 @@ def test_each_flag_does_what_kohyas_does() -> None:
         for path, value in wanted.items():
             owner, name = path.split(".")
             assert getattr(got[owner], name) == value, (kohya, path)
-    for kohya in FAMILIES:
-        assert "model families" in table[kohya], kohya
     assert "PATH" in table["train_data_dir"]
+
+
+def test_category_thresholds_add_up_and_the_last_given_wins() -> None:
+    got = parsed(["--threshold", "copyright=0.4", "--threshold", "artist=0.7,meta=0.2", "--threshold", "meta=0.3"])
+    assert got["options"].category_thresholds == (("artist", 0.7), ("copyright", 0.4), ("meta", 0.3))
+
+
+def test_quality_tags_as_kohyas_use_quality_tags() -> None:
+    """cl_tagger's quality category: its most probable tag (only that one, whatever the threshold) is in the
+    caption by default, as with kohya's --use_quality_tags; --exclude-categories quality leaves it out."""
+    import numpy as np
+
+    from tagger.labels import Labels
+    from tagger.postprocess import postprocess
+
+    rows = [("general", 9), ("1girl", 0), ("best_quality", 200), ("normal_quality", 200)]
+    labels = Labels.from_rows(rows, {9: "rating", 0: "general", 200: "quality"}, single=("quality",))
+    probs = np.array([0.9, 0.8, 0.2, 0.1], dtype=np.float32)
+    assert postprocess(probs, labels, parsed([])["options"]).tags == ("1girl", "best quality")
+    dropped = parsed(["--exclude-categories", "quality"])["options"]
+    assert postprocess(probs, labels, dropped).tags == ("1girl",)

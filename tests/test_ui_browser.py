@@ -585,6 +585,47 @@ def test_first_use_download_shows_progress_in_the_page(
             live.stop()
 
 
+def test_category_rows_show_for_the_model_chosen_in_the_dropdown(browser: Any, tmp_path: Path) -> None:
+    """Issue 10: the threshold and include switch of a category show for the models that have it only, and a
+    model chosen in the dropdown starts at its own thresholds (Camie: 0.61)."""
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.modelgen import make_model_dir
+    from tests.test_families import BY_ID, build
+
+    models = tmp_path / "models"
+    make_model_dir(models / "test-model")
+    build(models, BY_ID["camie"])
+    app = build_app(
+        models_dir=models, device="cpu", defaults=HostDefaults(model="test-model"), presets_dir=tmp_path / "p"
+    )
+    live = LiveServer(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        pg.wait_for_selector("#tagger_include_general", state="visible")
+        pg.wait_for_selector("#tagger_category_copyright", state="hidden")
+        pg.wait_for_selector("#tagger_captions", state="visible")  # the training-caption options beside them
+        pg.click("#tagger_model input")
+        pg.click("#tagger_model ul.options li:has-text('camie-tagger-v2 · downloaded')")
+        for name in ("copyright", "artist", "meta", "year"):
+            pg.wait_for_selector(f"#tagger_category_{name}", state="visible")
+        pg.wait_for_selector("#tagger_category_species", state="hidden")
+        pg.wait_for_function(
+            "() => document.querySelector('#tagger_opt_general_threshold input[type=number]').value === '0.61'"
+        )
+        assert pg.input_value("#tagger_threshold_artist input[type=number]") == "0.61"
+        pg.click("#tagger_model input")
+        pg.click("#tagger_model ul.options li:has-text('test-model · local')")
+        pg.wait_for_selector("#tagger_category_copyright", state="hidden")
+    finally:
+        context.close()
+        live.stop()
+
+
 # -- an image that carries its generation data, in the WebUI tab ---------------------------------------------
 
 from tests.test_webui_glue import host  # noqa: E402, F401 - the stand-in host's modules (tests/hoststub), a fixture

@@ -28,7 +28,7 @@ from tagger.hub import ModelInfo
 from tagger.options import OPTION_FIELDS, TagOptions
 from tagger.presets import PresetError, PresetStore
 from tagger.ui import build_ui, render
-from tagger.ui.controls import label_of
+from tagger.ui.controls import CATEGORY_FIELDS, label_of
 from tagger.webui import settings_list
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,7 +59,8 @@ def red() -> Image.Image:
 
 
 def test_every_option_has_a_control_with_its_default_range_and_description(page: Any) -> None:
-    assert list(page.controls.components) == list(OPTION_FIELDS)
+    # the per-category fields have a slider and a switch per category instead (test_category_controls_...)
+    assert list(page.controls.components) == [n for n in OPTION_FIELDS if n not in CATEGORY_FIELDS]
     d = TagOptions()
     for name, comp in page.controls.components.items():
         f = OPTION_FIELDS[name]
@@ -628,3 +629,60 @@ def test_components_started_from_settings_are_not_saved_by_the_host(page: Any) -
     assert page.model.do_not_save_to_config and page.unload_after.do_not_save_to_config
     for name in ("general_threshold", "character_threshold"):
         assert page.controls.components[name].do_not_save_to_config
+
+
+# -- categories beyond general and character (issue 10) --------------------------------------------------------
+
+
+def test_category_controls_follow_the_chosen_model(model_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tagger.postprocess import category_threshold
+    from tests.test_families import BY_ID, build, scene
+
+    root = tmp_path / "models"
+    build(root, BY_ID["camie"])
+    shutil.copytree(model_root / "test-model", root / "test-model")
+    host = StandaloneHost(HostDefaults(model="test-model", general_threshold=0.3), presets_dir=tmp_path / "presets")
+    pg = build_ui(Tagger(root, "cpu"), host)
+    cats = pg.controls.categories
+    assert set(cats.rows) >= {"copyright", "artist", "meta", "year", "quality", "species"}
+    assert set(cats.includes) >= {"general", "character", *cats.rows}
+    for name, comp in cats.thresholds.items():
+        assert comp.elem_id == f"tagger_threshold_{name}" and comp.label == f"{name.capitalize()} tags threshold"
+    # a WD14 model has none of them: every row hidden; Camie shows its four
+    shown = lambda out: {name for name, row in cats.rows.items() if out[row]["visible"]}  # noqa: E731
+    assert shown(pg.show_categories("test-model")) == set()
+    assert shown(pg.show_categories("camie-tagger-v2")) == {"copyright", "artist", "meta", "year"}
+    assert shown(pg.show_categories("z3d-e621-convnext · not downloaded")) == {
+        "copyright",
+        "artist",
+        "species",
+        "meta",
+        "lore",
+    }
+    # chosen by hand, Camie starts at its own thresholds (0.61 everywhere); WD14 at the settings' (0.3)
+    starts = pg.model_thresholds("camie-tagger-v2")
+    assert starts[pg.controls.components["general_threshold"]] == 0.61
+    assert starts[cats.thresholds["artist"]] == 0.61 and starts[cats.thresholds["meta"]] == 0.61
+    assert pg.model_thresholds("test-model")[pg.controls.components["general_threshold"]] == 0.3
+    # tag with Camie at its thresholds, then leave the artist out and take meta from 0.2 on: no model run
+    data = inputs(pg, image=scene(300, 200), model="camie-tagger-v2")
+    data.update(starts)
+    out = pg.interrogate(data, NO_PROGRESS)
+    assert "vocaloid" in out[pg.prompt] and "some artist" in out[pg.prompt] and "highres" not in out[pg.prompt]
+    data.update({pg.last: out[pg.last], cats.includes["artist"]: False, cats.thresholds["meta"]: 0.2})
+    again = pg.retag(data)
+    assert "some artist" not in again[pg.prompt] and "highres" in again[pg.prompt] and "vocaloid" in again[pg.prompt]
+    options = pg.controls.options(data)
+    assert options.exclude_categories == ("artist",) and options.category_threshold("meta") == 0.2
+    assert category_threshold("copyright", options) == 0.61  # the model's own, also the character threshold
+
+
+def test_category_controls_round_trip_options_and_presets(page: Any) -> None:
+    opts = TagOptions(category_thresholds={"meta": 0.2, "copyright": 0.5}, exclude_categories=("artist", "character"))
+    updates = page.controls.updates(opts)
+    data = {comp: updates[comp] for comp in page.controls}
+    assert page.controls.options(data) == opts
+    path = PresetStore(page.host.presets_dir()).save("cats", opts, "test-model")
+    assert PresetStore(path.parent).load("cats").options == opts

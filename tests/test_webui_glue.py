@@ -283,7 +283,13 @@ def _requests(app, calls: list[tuple[str, str, dict]]) -> list:
         async with httpx.AsyncClient(transport=transport, base_url="http://webui") as client:
             return [await client.request(method, path, **kw) for method, path, kw in calls]
 
-    return asyncio.run(run())
+    # Not asyncio.run: it leaves the main thread without a current event loop, and a gradio 4 app built after
+    # that gets a queue without its lock (every event then fails: test_server's browser test, run after these).
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()
 
 
 def test_api_is_mounted_only_with_api_flag_and_honours_api_auth(host) -> None:

@@ -64,10 +64,13 @@ def _option_fields() -> dict[str, Any]:
     defs: dict[str, Any] = {}
     for name, f in OPTION_FIELDS.items():
         typ: Any = hints[name]
-        if get_origin(typ) is tuple:
-            typ = list[str] | str
         limits = {k: f.metadata[k] for k in ("ge", "le") if k in f.metadata}
-        description = f"{f.metadata.get('description', '')} Default: {_json_text(f.default)}."
+        if name == "category_thresholds":  # {category: threshold}; the range is checked per value
+            typ, limits = dict[str, float], {}
+        elif get_origin(typ) is tuple:
+            typ = list[str] | str
+        default = "{}" if name == "category_thresholds" else _json_text(f.default)
+        description = f"{f.metadata.get('description', '')} Default: {default}."
         defs[name] = (typ | None, Field(None, description=description, **limits))
     return defs
 
@@ -87,10 +90,17 @@ _IMAGE_DESCRIPTION = (
 )
 
 
+_EMBEDDING_DESCRIPTION = (
+    "Also answer the model's image embedding (models with an embedding output, such as PixAI's tagger); the "
+    "model then runs even for an image the probability cache knows."
+)
+
+
 class _InterrogateFields(_RequestModel):
     image: str = Field(..., description=_IMAGE_DESCRIPTION)
     model: str = Field(..., description=_MODEL_DESCRIPTION)
     threshold: float | None = Field(None, ge=0.0, le=1.0, description=_THRESHOLD_DESCRIPTION)
+    embedding: bool = Field(False, description=_EMBEDDING_DESCRIPTION)
 
 
 class _BatchFields(_RequestModel):
@@ -100,6 +110,7 @@ class _BatchFields(_RequestModel):
     )
     model: str = Field(..., description=_MODEL_DESCRIPTION)
     threshold: float | None = Field(None, ge=0.0, le=1.0, description=_THRESHOLD_DESCRIPTION)
+    embedding: bool = Field(False, description=_EMBEDDING_DESCRIPTION)
 
 
 InterrogateRequest = create_model(  # type: ignore[call-overload]
@@ -173,6 +184,20 @@ class TagsOut(BaseModel):
     )
 
 
+_CATEGORIES_DESCRIPTION = (
+    "Every other category the model has (copyright, artist, meta, year, quality, ...) with the tags of it that "
+    "passed, in prompt order; left out for models with only rating, general and character tags."
+)
+_EMBEDDING_OUT = "The image embedding, when it was asked for (embedding: true); left out otherwise."
+
+
+class ItemTagsOut(TagsOut):
+    """One image's tags in a batch answer (the fields after ``character`` are new: older clients ignore them)."""
+
+    categories: dict[str, dict[str, float]] = Field(default_factory=dict, description=_CATEGORIES_DESCRIPTION)
+    embedding: list[float] | None = Field(None, description=_EMBEDDING_OUT)
+
+
 class InterrogateResponse(TagsOut):
     model: str = Field(..., description="The model that answered (its catalog or folder name).")
     provider: str = Field(..., description="Where it ran: CPU or CUDA.")
@@ -181,6 +206,8 @@ class InterrogateResponse(TagsOut):
     )
     elapsed: float = Field(..., description="Seconds this request took on the server.")
     warnings: list[str] = Field(default_factory=list, description="Ignored fields, renamed models.")
+    categories: dict[str, dict[str, float]] = Field(default_factory=dict, description=_CATEGORIES_DESCRIPTION)
+    embedding: list[float] | None = Field(None, description=_EMBEDDING_OUT)
 
 
 class ItemError(BaseModel):
@@ -191,7 +218,7 @@ class ItemError(BaseModel):
 class BatchItem(BaseModel):
     index: int = Field(..., description="Position of the image in the request.")
     ok: bool = Field(..., description="True when the image was tagged.")
-    result: TagsOut | None = Field(None, description="The tags; null when the image failed.")
+    result: ItemTagsOut | None = Field(None, description="The tags; null when the image failed.")
     error: ItemError | None = Field(None, description="Why the image failed; null when it was tagged.")
 
 
@@ -211,7 +238,7 @@ class InterrogatorsResponse(BaseModel):
 class ModelOut(BaseModel):
     name: str
     display_name: str
-    family: str = Field(..., description="v3, v2 or local.")
+    family: str = Field(..., description="v3, v2, v1, pixai, camie, cl, mldanbooru, z3d, or local.")
     repo_id: str | None = Field(None, description="Hugging Face repository; null for local models.")
     revision: str | None = None
     downloaded: bool = Field(..., description="Its files are here (models folder or Hugging Face cache).")

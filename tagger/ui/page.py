@@ -95,7 +95,7 @@ class TaggerPage:
 
     def build(self, *, css: str | None = None, head_js: str | None = None, theme: Any = None) -> gr.Blocks:
         defaults = self.host.defaults()
-        initial = defaults.options()
+        initial = self.tagger.default_options(defaults.model, defaults.options())  # with the model's own thresholds
         with gr.Blocks(analytics_enabled=False, css=css, title="Tagger", theme=theme) as demo:
             self.last = gr.State(None)
             self.batch_token = gr.State("")
@@ -209,6 +209,9 @@ class TaggerPage:
     def _build_options(self, initial: TagOptions, defaults: Any) -> None:
         with gr.Accordion("Thresholds", open=True, elem_id="tagger_thresholds"):
             self.controls = OptionControls.build(initial, "thresholds")
+            OptionControls.build(
+                initial, "categories", into=self.controls, shown_categories=self.tagger.model_categories(defaults.model)
+            )
         with gr.Accordion("Tags to add and exclude", open=True, elem_id="tagger_tag_lists"):
             OptionControls.build(initial, "tags", into=self.controls)
         with gr.Accordion("Formatting", open=False, elem_id="tagger_format"):
@@ -265,7 +268,11 @@ class TaggerPage:
         panel = self.embedded
         tag_outputs = [self.prompt, self.ratings, self.tags, self.status, self.last, self.model, *panel.outputs]
         run_inputs = {self.image, self.model, self.unload_after, *c, *panel.switches}
-        self.interrogate_btn.click(self.tag_and_compare, run_inputs, tag_outputs)
+        rows = list(c.categories.rows.values()) if c.categories is not None else []
+        # A model's own categories show once its tag list is here (after a first download, too).
+        self.interrogate_btn.click(self.tag_and_compare, run_inputs, tag_outputs).then(
+            self.show_categories, [self.model], rows, queue=False
+        )
         if self.host.defaults().interrogate_on_drop:
             # Only when wanted: gradio 4.40 can lose the result of an event that starts while another of the
             # same session finishes (an upload event and a quick click on Interrogate), leaving it pending.
@@ -274,6 +281,11 @@ class TaggerPage:
             self.image.clear(panel.show, [self.image, *panel.switches], panel.outputs, queue=False)
         else:
             self.image.change(panel.show, [self.image, *panel.switches], panel.outputs, queue=False)
+        self.model.change(self.show_categories, [self.model], rows, queue=False)
+        # A model chosen by hand starts at its own default thresholds (a preset's model keeps the preset's).
+        threshold_outputs = [c.components[n] for n in ("general_threshold", "character_threshold")]
+        threshold_outputs += list(c.categories.thresholds.values()) if c.categories is not None else []
+        self.model.input(self.model_thresholds, [self.model], threshold_outputs, queue=False)
         retag_inputs = {self.last, *c, panel.state, *panel.switches}
         retag_outputs = [self.prompt, self.ratings, self.tags, self.status, *panel.outputs]
         for comp in c:
@@ -468,7 +480,7 @@ class TaggerPage:
             result = postprocess(last.probs, last.labels, options, mcut=hit.mcut if hit else None)
             prompt, ratings, bars = self._tag_views(result, options)
             message = ""
-            if hit is not None and not hit.serves(options):
+            if hit is not None and not hit.serves(options, last.labels):
                 message = f"Thresholds under {hit.floor} need the model: press Interrogate to run it again."
             status = self._status_for(last, message)
             return {self.prompt: prompt, self.ratings: ratings, self.tags: bars, self.status: status}
@@ -485,6 +497,30 @@ class TaggerPage:
 
     def refresh_models(self, current: str) -> Any:
         return self._model_update(current)
+
+    def show_categories(self, choice: str) -> dict[Any, Any]:
+        """Show the threshold and include switch of each category the chosen model has (beyond general and
+        character), hide the others."""
+        categories = self.controls.categories
+        if categories is None:
+            return {}
+        return categories.visibility(self.tagger.model_categories(render.choice_to_model(choice)))
+
+    def model_thresholds(self, choice: str) -> dict[Any, Any]:
+        """The thresholds the chosen model starts at: its own defaults over the Tagger settings'."""
+        model = render.choice_to_model(choice)
+        options = self.tagger.default_options(model, self.host.defaults().options())
+        c = self.controls
+        out = {c.components[n]: getattr(options, n) for n in ("general_threshold", "character_threshold")}
+        if c.categories is not None:
+            out.update(
+                {
+                    comp: v
+                    for comp, v in c.categories.updates(options).items()
+                    if comp in c.categories.thresholds.values()
+                }
+            )
+        return out
 
     def unload_all(self) -> str:
         n = self.tagger.unload_all()
