@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_refused_before_any_work_with_the_reason(model_root, tmp_path, capsys):
     out = str(tmp_path / "out")
     cases = [
         (["--captions"], "file://", "beside local image files"),
-        (["--embeddings"], str(tmp_path / "in"), "gives no embedding"),
+        (["--embeddings"], str(tmp_path / "in"), "has no embedding output"),
         (["--json"], str(tmp_path / "in"), "add --captions"),
         (["--actors", "3:1"], str(tmp_path / "in"), "1 <= MIN <= MAX"),
         ([], str(tmp_path / "nowhere"), "no such file or folder"),
@@ -182,7 +183,8 @@ def mixed_folder(tmp_path: Path) -> Path:
 def test_folder_to_parquet(ray_local, model_root, mixed_folder, tmp_path, capsys):
     from tagger.dataset import errors_schema, output_schema
 
-    engine, options = Tagger(model_root, "cpu", download=False, progress=False), TagOptions(general_threshold=0.5)
+    engine = Tagger(model_root, "cpu", download=False, progress=False)
+    options = TagOptions(general_threshold=0.5, escape=False)  # caption files are plain unless --escape
     out = tmp_path / "out"
     code = dataset(model_root, str(mixed_folder), "-o", str(out), "--rows-per-file", "2", "--general-threshold", "0.5")
     err = capsys.readouterr().err
@@ -213,7 +215,7 @@ def test_folder_to_parquet(ray_local, model_root, mixed_folder, tmp_path, capsys
                 assert p == pytest.approx(want[tag], abs=2e-3 if name.endswith(".jpg") else 1e-5)
         assert {"solo", "long_hair", "low_probability"} <= set(general)  # 0.9, 0.5, 0.1: all above the floor
         assert "hakurei_reimu" in character  # 0.3: kept although under every default threshold
-        # the caption is the engine's, as `tag` gives it for this image under the same options
+        # the caption is the engine's, as `tag` writes it into a caption file under the same options
         assert row["caption"] == engine.tag_image("test-model", path, options).result.prompt
     assert rows["red.png"]["caption"].startswith("red theme, solo")
 
@@ -253,9 +255,9 @@ def test_captions_are_byte_identical_to_tag_dir(ray_local, model_root, tmp_path,
     err = capsys.readouterr().err
     assert "tagged 4, skipped 0 (already in OUT), failed 2" in err
 
-    written_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".txt", ".json"))
-    written_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.suffix in (".txt", ".json"))
-    assert written_a == written_b and len(written_a) == 8  # 4 captions (one appended to), 4 sidecars
+    written_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".txt", ".json", ".bak"))
+    written_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.suffix in (".txt", ".json", ".bak"))
+    assert written_a == written_b and len(written_a) == 9  # 4 captions (one appended to, kept first), 4 sidecars
     for rel in written_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     errors = read_errors(out)
@@ -339,6 +341,41 @@ def test_listing_webdataset_shards_and_file_url(ray_local, model_root, tmp_path,
     # The shard's tagged samples are skipped by key and content on a rerun.
     assert dataset(model_root, *srcs, "-o", str(out), "--general-threshold", "0.5") == 1
     assert "tagged 0, skipped 6 (already in OUT), failed 3" in capsys.readouterr().err
+
+
+def test_families_embeddings_and_other_categories(ray_local, tmp_path, capsys):
+    """Models of other families through the same engine: PixAI's normalised tensors (they cross the object store
+    as float32) and its embedding output (the embedding column), Camie's other categories (the categories
+    column); probabilities, captions and embeddings as the engine gives them for the same images."""
+    from tests.test_families import BY_ID, OPAQUE, build, scene
+
+    models = tmp_path / "models"
+    for fam in ("pixai", "camie"):
+        build(models, BY_ID[fam])
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, wh in OPAQUE.items():
+        scene(*wh).save(folder / f"{name}.png")
+    engine = Tagger(models, "cpu", download=False, progress=False, threads=1)
+    for fam, extra in (("pixai-tagger-v0.9", ["--embeddings"]), ("camie-tagger-v2", [])):
+        out = tmp_path / f"out-{fam}"
+        args = ["dataset", str(folder), "-o", str(out), "--model", fam, "--models-dir", str(models), *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        assert f"tagged {len(OPAQUE)}, skipped 0" in capsys.readouterr().err
+        options = replace(engine.default_options(fam), escape=False)
+        for row in read_out(out).to_pylist():
+            want = engine.tag_image(fam, Path(row["key"]), options, embeddings=bool(extra))
+            assert row["caption"] == want.result.prompt
+            probs = dict(zip(want.labels.names, want.probs.tolist(), strict=True))
+            tags = {**dict(row["general"]), **dict(row["character"])}
+            tags.update({t: p for m in dict(row["categories"]).values() for t, p in dict(m).items()})
+            assert tags == pytest.approx({t: p for t, p in probs.items() if p >= DEFAULT_FLOOR and t and t not in
+                                          dict(row["rating"])}, abs=1e-5)  # fmt: skip
+            if extra:
+                assert np.allclose(row["embedding"], want.embedding, atol=1e-5)
+            else:
+                assert set(dict(row["categories"])) == {"copyright", "artist", "meta", "year"}
+                assert dict(dict(row["categories"])["copyright"]) == pytest.approx({"vocaloid": 0.65}, abs=1e-5)
 
 
 def test_resume_after_an_interrupted_run(ray_local, model_root, tmp_path, capsys):

@@ -36,6 +36,8 @@ def output_schema(embeddings: bool = False) -> Any:
         pa.field("rating", probs),  # every rating
         pa.field("general", probs),  # general tags at or above the floor, highest first
         pa.field("character", probs),  # character tags at or above the floor, highest first
+        # the model's other categories (copyright, artist, meta...: the families that have them), each as above
+        pa.field("categories", pa.map_(pa.string(), probs)),
         pa.field("mcut_general", pa.float32()),  # MCut points of the full vectors: --mcut stays exact later
         pa.field("mcut_character", pa.float32()),
         pa.field("caption", pa.string()),  # the caption as `tag` writes it under this run's options
@@ -284,20 +286,33 @@ class ProbColumns:
 
     def __init__(self, labels: Labels, floor: float) -> None:
         self.labels, self.floor = labels, floor
+        self.named = np.array([bool(name.strip()) for name in labels.names], dtype=bool)
         self.offsets: dict[str, list[int]] = {g: [0] for g in self.GROUPS}
         self.index: dict[str, list[np.ndarray]] = {g: [] for g in self.GROUPS}
         self.values: dict[str, list[np.ndarray]] = {g: [] for g in self.GROUPS}
         self.mcut: dict[str, list[float]] = {"mcut_general": [], "mcut_character": []}
+        # the other categories: one inner map per (row, category), the outer map keyed by category names
+        self.extra = labels.extra
+        self.inner: tuple[list[int], list[np.ndarray], list[np.ndarray]] = ([0], [], [])
+
+    def _kept(self, idx: np.ndarray, probs: np.ndarray, floor: bool) -> np.ndarray:
+        idx = idx[self.named[idx]]  # a tag list's placeholder row without a name is never a tag
+        if floor:
+            idx = idx[probs[idx] >= self.floor]
+        return idx[np.argsort(-probs[idx], kind="stable")]
 
     def add(self, probs: np.ndarray) -> None:
         for group in self.GROUPS:
-            idx = getattr(self.labels, group)
-            if group != "rating":
-                idx = idx[probs[idx] >= self.floor]
-            idx = idx[np.argsort(-probs[idx], kind="stable")]
+            idx = self._kept(getattr(self.labels, group), probs, floor=group != "rating")
             self.offsets[group].append(self.offsets[group][-1] + len(idx))
             self.index[group].append(idx)
             self.values[group].append(probs[idx])
+        offsets, index, values = self.inner
+        for name in self.extra:
+            idx = self._kept(self.labels.groups[name], probs, floor=True)
+            offsets.append(offsets[-1] + len(idx))
+            index.append(idx)
+            values.append(probs[idx])
         self.mcut["mcut_general"].append(mcut_threshold(probs[self.labels.general]))
         self.mcut["mcut_character"].append(mcut_threshold(probs[self.labels.character]))
 
@@ -314,4 +329,14 @@ class ProbColumns:
             )  # fmt: skip
         for name, values in self.mcut.items():
             out[name] = pa.array(values, pa.float32())
+        rows = len(self.mcut["mcut_general"])
+        offsets, index, values = self.inner
+        idx = np.concatenate(index) if index else np.zeros(0, np.int64)
+        vals = np.concatenate(values) if values else np.zeros(0, np.float32)
+        map_type = schema.field("categories").type
+        inner = pa.MapArray.from_arrays(pa.array(offsets, pa.int32()), names.take(pa.array(idx)),
+                                        pa.array(vals, pa.float32()), type=map_type.item_type)  # fmt: skip
+        outer_offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * len(self.extra))
+        categories = pa.array(list(self.extra) * rows, pa.string())
+        out["categories"] = pa.MapArray.from_arrays(outer_offsets, categories, inner, type=map_type)
         return out

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagger.batch import EXISTING_POLICIES, BatchConfig
+from tagger.batch import BatchConfig
 from tagger.dataset.common import DatasetError, require
 from tagger.dataset.output import Holdings, OutputStore, prune_errors, scan_output
 from tagger.dataset.sources import Entry, assign_captions, list_sources
@@ -55,6 +55,7 @@ class DatasetSummary:
     skipped: int = 0  # already in OUT (same key, content and model)
     failed: int = 0
     recaptioned: int = 0  # already in OUT, tagged again only to write its missing caption file
+    backups: int = 0  # captions kept as a backup before the run changed them (--captions)
     replaced: int = 0  # rows of images whose content changed since, removed for their new rows
     duplicates: int = 0  # rows that came out twice (a retry) and were removed
     elapsed: float = 0.0
@@ -140,8 +141,8 @@ def _listing_tables(entries: list[Entry], holdings: Holdings) -> list[Any]:
         done = holdings.done.get(entry.source, {})
         recaption = bool(entry.caption and done.get(entry.source) and not Path(entry.caption).exists())
         group.append({
-            "source": entry.source, "kind": entry.kind, "caption": entry.caption, "problem": entry.problem,
-            "recaption": recaption, "done_keys": list(done), "done_hashes": list(done.values()),
+            "source": entry.source, "kind": entry.kind, "caption": entry.caption, "backup": entry.backup,
+            "problem": entry.problem, "recaption": recaption, "done_keys": list(done), "done_hashes": list(done.values()),
         })  # fmt: skip
         if entry.kind == "tar" or len(group) >= FILES_PER_TASK:
             flush()
@@ -217,7 +218,7 @@ def _streaming_settings() -> Iterator[None]:
         ctx.op_resource_reservation_enabled = saved
 
 
-def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, plan: Plan, cfg: DatasetConfig,
+def _pipeline(ray: Any, tables: list[Any], prep: Any, ship: ModelShip, plan: Plan, cfg: DatasetConfig,
               spec: WriteSpec) -> Any:  # fmt: skip
     from ray.data import ActorPoolStrategy
 
@@ -230,7 +231,7 @@ def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, plan: Pla
     ds = ray.data.from_arrow(tables)
     # Decoding runs as tasks of their own: the memory reservation keeps Ray Data from fusing them into the
     # inference actors (fusion needs equal resources), where they would queue behind the model.
-    ds = ds.map_batches(decode_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"size": size},
+    ds = ds.map_batches(decode_block, batch_size=None, batch_format="pyarrow", fn_kwargs={"prep": prep},
                         num_cpus=1, memory=DECODE_MEMORY)  # fmt: skip
     ds = ds.map_batches(
         Infer,
@@ -252,10 +253,12 @@ def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, plan: Pla
                           num_cpus=1, **where)  # fmt: skip
 
 
-def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: None) -> DatasetSummary:
-    """Tag every image of ``cfg.sources`` into the Parquet dataset ``cfg.output``. See the module docstring."""
-    if cfg.captions is not None and cfg.captions.existing not in EXISTING_POLICIES:
-        raise DatasetError(f"--existing {cfg.captions.existing!r} is not one of {', '.join(EXISTING_POLICIES)}")
+def run_dataset(
+    cfg: DatasetConfig, say: Callable[[str], None] = lambda text: None, tagger: Any = None
+) -> DatasetSummary:
+    """Tag every image of ``cfg.sources`` into the Parquet dataset ``cfg.output``. See the module docstring.
+
+    ``tagger``: the engine that resolves the model on the driver (default: one on ``cfg.models_dir``, CPU)."""
     if cfg.rows_per_file < 1:
         raise DatasetError("--rows-per-file must be at least 1")
     for module in ("pyarrow", "fsspec", "ray"):
@@ -269,11 +272,12 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
 
     from tagger.engine import Tagger
 
-    # The model is resolved (and downloaded, once) here on the driver, and loaded on its CPU to learn its input
-    # size and check it before any cluster work: a model that cannot be had fails now.
-    tagger = Tagger(cfg.models_dir, "cpu", download=cfg.download, progress=sys.stderr.isatty(), threads=1)
+    # The model is resolved (and downloaded, once) here on the driver, and loaded on its CPU to learn how an image
+    # becomes its input and check it before any cluster work: a model that cannot be had fails now.
+    if tagger is None:
+        tagger = Tagger(cfg.models_dir, "cpu", download=cfg.download, progress=sys.stderr.isatty(), threads=1)
     probe = tagger.load(cfg.model)
-    files, labels, size = probe.files, probe.labels, probe.size
+    files, labels, prep = probe.files, probe.labels, probe.prepare or probe.size
     if cfg.embeddings and (problem := embedding_problem(probe)):
         raise DatasetError(problem)
     tagger.unload_all()
@@ -310,13 +314,14 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
         plan = Plan(actors, threads, gpa, cfg.batch_size or (16 if gpa else 1), write_node)
         if tables:
             with _streaming_settings():
-                ds = _pipeline(ray, tables, size, ship, plan, cfg, spec)
+                ds = _pipeline(ray, tables, prep, ship, plan, cfg, spec)
                 for counts in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
                     for row in counts.to_pylist():
                         summary.tagged += row["tagged"]
                         summary.skipped += row["skipped"]
                         summary.failed += row["failed"]
                         summary.recaptioned += row["recaptioned"]
+                        summary.backups += row["backups"]
                         room = MAX_FAILURES_SHOWN - len(summary.failures)
                         summary.failures += [_pair(f) for f in row["failures"][: max(0, room)]]
                         replaced.update(_pair(r) for r in row["replaced"])

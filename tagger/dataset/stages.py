@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tagger import __version__
-from tagger.batch import BatchConfig, Job, write_caption
+from tagger.batch import BatchConfig, Job, write_image_files
 from tagger.cache import DEFAULT_FLOOR, content_hash
 from tagger.dataset.common import require
 from tagger.dataset.output import (
@@ -101,28 +101,36 @@ def ship_model(files: ModelFiles, single_node: bool) -> ModelShip:
 
 
 def embedding_problem(model: Any) -> str | None:
-    """Why ``--embeddings`` cannot be had from ``model`` (None: it can).
-
-    The hook for model families with an embedding output (issue 10): their ``LoadedModel`` offers
-    ``run_with_embedding(batch) -> (probs [N, T], embedding [N, D])``, which ``run_model`` calls. The WD14
-    taggers give probabilities only.
-    """
-    if callable(getattr(model, "run_with_embedding", None)):
+    """Why ``--embeddings`` cannot be had from the loaded ``model`` (None: it can)."""
+    if model.embedding_name is not None:
         return None
-    return f"--embeddings: model {model.name} gives no embedding, only tag probabilities; leave out --embeddings"
+    return (
+        f"--embeddings: model {model.name} has no embedding output (PixAI's tagger has one; a tagger.json can name "
+        "a model's embedding output); leave out --embeddings"
+    )
 
 
-def run_model(model: Any, batch: np.ndarray, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    if embeddings:
-        probs, embedding = model.run_with_embedding(batch)
-        return np.asarray(probs, dtype=np.float32), np.asarray(embedding, dtype=np.float32)
-    return np.asarray(model.run(batch), dtype=np.float32), None
+def pack(tensor: np.ndarray) -> tuple[bytes, str]:
+    """A preprocessed tensor as bytes and its layout (``u1:448,448,3``) for the object store. A tensor of whole
+    numbers 0..255 (WD14's: 8-bit pixels, BGR) travels as uint8, a quarter of the size, and comes back to the
+    same float32 values; any other (a family that normalises) as float32."""
+    shape = ",".join(str(d) for d in tensor.shape)
+    small = tensor.astype(np.uint8)
+    if np.array_equal(small, tensor):
+        return small.tobytes(), f"u1:{shape}"
+    return np.ascontiguousarray(tensor, dtype=np.float32).tobytes(), f"f4:{shape}"
+
+
+def unpack(data: bytes, layout: str) -> np.ndarray:
+    kind, shape = layout.split(":")
+    array = np.frombuffer(data, dtype=np.uint8 if kind == "u1" else np.float32)
+    return array.reshape(tuple(int(d) for d in shape.split(","))).astype(np.float32)
 
 
 class _Rows:
     """Decoded rows on their way to the model: one Arrow table per block."""
 
-    COLUMNS = ("key", "source", "content_hash", "status", "error", "caption", "replaces", "pixels")
+    COLUMNS = ("key", "source", "content_hash", "status", "error", "caption", "backup", "replaces", "layout", "pixels")
 
     def __init__(self) -> None:
         self.data: dict[str, list[Any]] = {c: [] for c in self.COLUMNS}
@@ -131,9 +139,10 @@ class _Rows:
         return len(self.data["key"])
 
     def add(self, key: str, source: str, status: str, *, digest: str | None = None, error: str | None = None,
-            caption: str | None = None, replaces: str | None = None, pixels: bytes | None = None) -> None:  # fmt: skip
-        for column, value in zip(self.COLUMNS, (key, source, digest, status, error, caption, replaces, pixels),
-                                 strict=True):  # fmt: skip
+            caption: str | None = None, backup: str | None = None, replaces: str | None = None,
+            layout: str | None = None, pixels: bytes | None = None) -> None:  # fmt: skip
+        values = (key, source, digest, status, error, caption, backup, replaces, layout, pixels)
+        for column, value in zip(self.COLUMNS, values, strict=True):
             self.data[column].append(value)
 
     def table(self) -> Any:
@@ -142,27 +151,27 @@ class _Rows:
         return pa.table({c: pa.array(v, types.get(c, pa.string())) for c, v in self.data.items()})
 
 
-def _prepare(rows: _Rows, key: str, source: str, data: bytes, size: int, done: str | None, recaption: bool,
-             caption: str | None) -> None:  # fmt: skip
+def _prepare(
+    rows: _Rows, key: str, source: str, data: bytes, prep: Any, done: str | None, item: dict[str, Any]
+) -> None:
     digest = content_hash(data)
-    if digest == done and not recaption:
+    if digest == done and not item.get("recaption"):
         rows.add(key, source, "skipped", digest=digest)
         return
     try:
-        tensor = prepare_source(data, size)
+        tensor = prepare_source(data, prep)
     except ImageError as e:
         rows.add(key, source, "failed", digest=digest, error=e.reason)
         return
-    # The engine's tensor holds whole numbers 0..255 (8-bit images): as uint8 it crosses the object store at a
-    # quarter of the size and comes back to the same float32 values.
-    pixels = tensor.astype(np.uint8).tobytes()
+    pixels, layout = pack(tensor)
     status = "recaption" if digest == done else "todo"
-    rows.add(key, source, status, digest=digest, caption=caption, replaces=done if status == "todo" else None,
-             pixels=pixels)  # fmt: skip
+    rows.add(key, source, status, digest=digest, caption=item.get("caption"), backup=item.get("backup"),
+             replaces=done if status == "todo" else None, layout=layout, pixels=pixels)  # fmt: skip
 
 
-def decode_block(block: Any, size: int) -> Iterator[Any]:
-    """Ray task: listed files and shards -> rows of preprocessed pixels, skips and failures."""
+def decode_block(block: Any, prep: Any) -> Iterator[Any]:
+    """Ray task: listed files and shards -> rows of preprocessed tensors, skips and failures. ``prep`` is the
+    model's preparer (``LoadedModel.prepare``), or the WD14 input side."""
     rows = _Rows()
     for item in block.to_pylist():
         source = item["source"]
@@ -174,7 +183,7 @@ def decode_block(block: Any, size: int) -> Iterator[Any]:
                 if error is not None:
                     rows.add(key, source, "failed", error=error)
                 else:
-                    _prepare(rows, key, source, data, size, done.get(key), False, None)
+                    _prepare(rows, key, source, data, prep, done.get(key), {})
                 if len(rows) >= ROWS_PER_DECODE_BLOCK:
                     yield rows.table()
                     rows = _Rows()
@@ -184,7 +193,7 @@ def decode_block(block: Any, size: int) -> Iterator[Any]:
             except ImageError as e:
                 rows.add(source, source, "failed", error=e.reason)
             else:
-                _prepare(rows, source, source, data, size, done.get(source), bool(item["recaption"]), item["caption"])
+                _prepare(rows, source, source, data, prep, done.get(source), item)
         if len(rows) >= ROWS_PER_DECODE_BLOCK:
             yield rows.table()
             rows = _Rows()
@@ -208,21 +217,20 @@ class Infer:
     def __call__(self, block: Any) -> Any:
         pa = require("pyarrow")
         status = block.column("status").to_pylist()
-        pixels = block.column("pixels").to_pylist()
+        pixels, layouts = block.column("pixels").to_pylist(), block.column("layout").to_pylist()
         todo = [i for i, s in enumerate(status) if s in ("todo", "recaption")]
         probs: list[bytes | None] = [None] * len(status)
         embedding: list[list[float] | None] = [None] * len(status)
-        side = self.model.size
         for start in range(0, len(todo), self.batch):
             chosen = todo[start : start + self.batch]
-            batch = np.stack([np.frombuffer(pixels[i], dtype=np.uint8) for i in chosen])
-            batch = batch.reshape(len(chosen), side, side, 3).astype(np.float32)
-            out, emb = run_model(self.model, batch, self.embeddings)
+            batch = np.stack([unpack(pixels[i], layouts[i]) for i in chosen])
+            out, emb = self.model.run_outputs(batch, embeddings=self.embeddings)
+            out = np.asarray(out, dtype=np.float32)
             for j, i in enumerate(chosen):
                 probs[i] = out[j].tobytes()
                 if emb is not None:
                     embedding[i] = emb[j].tolist()
-        block = block.drop_columns(["pixels"]).append_column("probs", pa.array(probs, pa.binary()))
+        block = block.drop_columns(["pixels", "layout"]).append_column("probs", pa.array(probs, pa.binary()))
         if self.embeddings:
             block = block.append_column("embedding", pa.array(embedding, pa.list_(pa.float32())))
         return block
@@ -249,7 +257,7 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
     tagged: dict[str, list[Any]] = {n: [] for n in ("key", "source", "content_hash", "model", "caption", "embedding")}
     probs_columns = ProbColumns(spec.labels, spec.floor)
     errors: dict[str, list[Any]] = {name: [] for name in errors_schema().names}
-    counts = {"skipped": 0, "recaptioned": 0}
+    counts = {"skipped": 0, "recaptioned": 0, "backups": 0}
     replaced: list[str] = []
 
     def fail(row: dict[str, Any], reason: str) -> None:
@@ -267,20 +275,23 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
             continue
         probs = np.frombuffer(row["probs"], dtype=np.float32)
         result = postprocess(probs, spec.labels, spec.options)
+        caption = result.prompt
         if row["caption"] and spec.captions is not None:
-            job = Job(Path(row["key"]), Path(row["caption"]))
+            job = Job(Path(row["key"]), Path(row["caption"]), Path(row["backup"]) if row["backup"] else None)
             try:
-                if spec.captions.existing != "skip" or not job.caption.exists():
-                    write_caption(job, result, spec.captions, probs, spec.labels, spec.model_id)
+                written = write_image_files(job, result, probs, spec.labels, None, spec.captions, spec.options,
+                                            spec.model_id)  # fmt: skip
             except OSError as e:
                 fail(row, f"caption {job.caption} could not be written ({e.strerror or e})")
                 continue
+            caption = written.caption
+            counts["backups"] += written.backed_up
         if status == "recaption":
             counts["recaptioned"] += 1
             continue
         probs_columns.add(probs)
         record = {"key": row["key"], "source": row["source"], "content_hash": row["content_hash"],
-                  "model": spec.model_id, "caption": result.prompt, "embedding": row.get("embedding")}  # fmt: skip
+                  "model": spec.model_id, "caption": caption, "embedding": row.get("embedding")}  # fmt: skip
         for name, value in record.items():
             tagged[name].append(value)
         if row["replaces"]:
@@ -310,6 +321,7 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
             "skipped": [counts["skipped"]],
             "failed": [len(errors["key"])],
             "recaptioned": [counts["recaptioned"]],
+            "backups": [counts["backups"]],
             "failures": pa.array([failures], pa.list_(pa.string())),
             "replaced": pa.array([replaced], pa.list_(pa.string())),
         }
