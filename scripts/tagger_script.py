@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import importlib
 import importlib.util
+import inspect
 import logging
 import sys
 from collections.abc import Callable
@@ -53,6 +54,18 @@ def _folders(package: ModuleType | None) -> list[Path]:
     return [Path(p).resolve() for p in getattr(package, "__path__", None) or [] if Path(p).is_dir()]
 
 
+def _forget_in_inspect(names: list[str]) -> None:
+    """``inspect.getmodule`` remembers each module's file by name. Once it has seen our ``tagger`` (which has a
+    file) under the name, their namespace package (``__file__`` None) there makes the next ``inspect.stack()``
+    raise TypeError ("is a built-in module"), and the WebUI calls ``inspect.stack()`` on every callback
+    registration: a host script failed to load in the real A1111. Forgetting what it remembered for the names
+    just handed back lets it pass over theirs again, as it does before it ever saw ours."""
+    remembered = getattr(inspect, "_filesbymodname", None)
+    if isinstance(remembered, dict):
+        for name in names:
+            remembered.pop(name, None)
+
+
 class SharedName:
     """Keeps our ``tagger`` and another extension's apart in ``sys.modules`` (see the module's doc)."""
 
@@ -68,9 +81,11 @@ class SharedName:
         """Remember our modules (and theirs), then let theirs have the shared names."""
         for name, module in _tagger_entries().items():
             (self.ours if _is_ours(module) else self.theirs)[name] = module
-        for name in [n for n in self.ours if self._clashes(n)]:
+        handed_back = [n for n in self.ours if self._clashes(n)]
+        for name in handed_back:
             sys.modules.pop(name, None)
         sys.modules.update(self.theirs)
+        _forget_in_inspect(handed_back)
 
     def ours_during(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` run with our modules in ``sys.modules``, theirs given back afterwards."""
@@ -155,7 +170,8 @@ def _register() -> None:
         modules = dataclasses.replace(
             modules, script_callbacks=_Callbacks(modules.script_callbacks, shared.ours_during)
         )
-        webui.TaggerExtension(modules).register()
+        # Their tab is called "Tagger" with the id "tagger" too: the WebUI would merge two tabs of one id.
+        webui.TaggerExtension(modules, tab=("WD14 Tagger", "tagger_wd14")).register()
     except Exception as e:  # whatever it is, the user gets one line and the way out
         for name in [n for n, m in _tagger_entries().items() if _is_ours(m)]:
             del sys.modules[name]

@@ -28,7 +28,7 @@ from tagger.errors import TaggerError
 from tagger.files import hash_file
 from tagger.labels import Labels
 from tagger.options import TagOptions
-from tagger.postprocess import CHARACTER_MCUT_FLOOR, mcut_threshold
+from tagger.postprocess import CHARACTER_MCUT_FLOOR, category_threshold, mcut_threshold
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +104,27 @@ class CachedProbs:
         """The MCut points ``(general, character)`` of the full vector, for ``postprocess(..., mcut=)``."""
         return self.mcut_general, self.mcut_character
 
-    def serves(self, opts: TagOptions) -> bool:
-        """True when every tag these options select is at or above the floor, so the answer is exact."""
+    def serves(self, opts: TagOptions, labels: Labels | None = None) -> bool:
+        """True when every tag these options select is at or above the floor, so the answer is exact.
+
+        With ``labels``, the thresholds of the model's other categories (copyright, artist, ...) count too
+        (a category of which only the best label counts is stored whole)."""
         g = self.mcut_general if opts.general_mcut else opts.general_threshold
         c = max(self.mcut_character, CHARACTER_MCUT_FLOOR) if opts.character_mcut else opts.character_threshold
-        return g >= self.floor and c >= self.floor
+        others = [
+            category_threshold(name, opts)
+            for name in (labels.extra if labels is not None else ())
+            if name not in labels.single and name not in opts.exclude_categories  # type: ignore[union-attr]
+        ]
+        return g >= self.floor and c >= self.floor and all(t >= self.floor for t in others)
 
 
 def encode(probs: np.ndarray, labels: Labels, floor: float) -> tuple[bytes, float, float]:
     probs = np.asarray(probs, dtype=np.float32).reshape(-1)
-    keep = probs >= floor
+    keep = probs >= floor  # every category: re-thresholding any of them stays exact above the floor
     keep[labels.rating] = True  # ratings always, whatever their value
+    for name in labels.single:  # as ratings: only the best counts, whatever its value
+        keep[labels.groups[name]] = True
     idx = np.flatnonzero(keep)
     gaps = np.diff(idx, prepend=0).astype(np.uint16 if len(probs) < 65536 else np.uint32)  # small: compress well
     blob = zlib.compress(gaps.tobytes() + probs[idx].tobytes(), 6)

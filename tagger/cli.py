@@ -7,14 +7,23 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from tagger import __version__, paths
 from tagger.catalog import DEFAULT_MODEL
 from tagger.errors import ImageError, OptionsError, TaggerError
-from tagger.options import TagOptions, parse_tag_list
+from tagger.options import (
+    OPTION_FIELDS,
+    TAG_LIST_FIELDS,
+    TagOptions,
+    literal_choices,
+    options_from_mapping,
+    parse_category_thresholds,
+)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -26,6 +35,8 @@ examples:
   python -m tagger tag img.png --model ./my-model-folder --device cuda
   python -m tagger tag dataset/ -r                     # caption files beside every image, resumable
   python -m tagger tag dataset/ --output-dir captions --existing append --json
+  python -m tagger tag dataset/ -r --character-tags-first --rating-last --always-first-tags "1girl, 1boy"
+  python -m tagger tag dataset/ --general-threshold 0.4 --exclude solo --dry-run --stats   # nothing written
 """
 
 DATASET_EXAMPLES = """\
@@ -41,34 +52,73 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
 
 
+# The command line's names of the TagOptions fields: (the flag that sets it, the flag that turns a switch off).
+# A field not named here gets --field-name; (None, None) gives it no flag of its own. Help texts are the fields'
+# descriptions, as in the API's schema and the page, so the three say the same.
+FLAGS: dict[str, tuple[str | None, str | None]] = {
+    "additional_tags": ("--add", None),
+    "exclude_tags": ("--exclude", None),
+    "replace_underscores": (None, "--keep-underscores"),
+    "escape": ("--escape", "--no-escape"),
+    "include_rating": ("--rating", None),
+    "rating_position": (None, None),  # --rating-last
+    "character_first": ("--character-tags-first", None),
+    "character_expand": ("--character-tag-expand", None),
+    "always_first": ("--always-first-tags", None),
+    "separator": ("--caption-separator", None),
+    "category_thresholds": ("--threshold", None),
+}
+METAVARS = {"general_threshold": "F", "character_threshold": "F", "max_tags": "N", "separator": "SEP",
+            "tag_replacement": "'A,B;C,D'", "exclude_categories": "LIST"}  # fmt: skip
+HELP_NOTES = {
+    "escape": "Printed prompts are escaped unless --no-escape; caption files only with --escape.",
+    "include_rating": "--rating-last puts it last.",
+    "general_threshold": "A model with its own default (Camie, cl_tagger) starts from that instead.",
+    "character_threshold": "A model with its own default (Camie, cl_tagger) starts from that instead.",
+    "category_thresholds": "Here: --threshold copyright=0.5, repeatable.",
+    "exclude_categories": "The model's categories: see --format json.",
+}
+OFF_HELP = {"replace_underscores": "keep long_hair as it is (default: 'long hair'; kaomoji such as ^_^ keep theirs)"}
+
+
+def flag_of(name: str) -> str | None:
+    """The flag that sets the TagOptions field ``name`` on the command line (error messages name it)."""
+    on, off = FLAGS.get(name, ("--" + name.replace("_", "-"), None))
+    return on or off
+
+
 def _add_tag_options(p: argparse.ArgumentParser) -> None:
-    d = TagOptions()
+    """A flag for every TagOptions field, from its type, default and description (``FLAGS`` names them).
+
+    Every default is None, so that only what was given reaches ``options_from_args``."""
     g = p.add_argument_group("tag options")
-    g.add_argument(
-        "--general-threshold",
-        type=float,
-        default=d.general_threshold,
-        metavar="F",
-        help=f"minimum probability of a general tag (default {d.general_threshold})",
-    )
-    g.add_argument(
-        "--character-threshold",
-        type=float,
-        default=d.character_threshold,
-        metavar="F",
-        help=f"minimum probability of a character tag (default {d.character_threshold})",
-    )
+    hints = typing.get_type_hints(TagOptions)
+    for name, f in OPTION_FIELDS.items():
+        on, off = FLAGS.get(name, ("--" + name.replace("_", "-"), None))
+        help_ = " ".join(x for x in (f.metadata.get("description", ""), HELP_NOTES.get(name, "")) if x)
+        if isinstance(f.default, bool):
+            if on:
+                g.add_argument(on, dest=name, action="store_const", const=True, default=None, help=help_)
+            if off:
+                off_help = OFF_HELP.get(name) or f"the opposite of {on}"
+                g.add_argument(off, dest=name, action="store_const", const=False, default=None, help=off_help)
+            continue
+        if not on:
+            continue
+        if name == "category_thresholds":  # repeatable: --threshold copyright=0.5 --threshold artist=0.4
+            g.add_argument(on, dest=name, action="append", default=None, metavar="CATEGORY=F", help=help_)
+            continue
+        kind: dict[str, Any] = {"metavar": METAVARS.get(name, "TAGS" if name in TAG_LIST_FIELDS else "TEXT")}
+        choices = literal_choices(name)
+        if choices:
+            kind = {"choices": choices}
+        elif hints[name] in (int, float):
+            kind["type"] = hints[name]
+        default = f.default if not isinstance(f.default, tuple) else ", ".join(f.default)
+        shown = f" (default {default!r})" if default not in ("", 0) and not choices else ""
+        g.add_argument(on, dest=name, default=None, help=help_ + shown, **kind)
     g.add_argument("--mcut", action="store_true", help="pick both thresholds by MCut (largest gap)")
-    g.add_argument("--general-mcut", action="store_true", help="MCut for general tags only")
-    g.add_argument("--character-mcut", action="store_true", help="MCut for character tags only")
-    g.add_argument("--add", default="", metavar="TAGS", help="comma-separated tags put first in every prompt")
-    g.add_argument("--exclude", default="", metavar="TAGS", help="comma-separated tags never output")
-    g.add_argument("--sort", choices=("confidence", "alpha"), default=d.sort, help="tag order")
-    g.add_argument("--max-tags", type=int, default=0, metavar="N", help="most model tags per prompt (0: all)")
-    g.add_argument("--weights", action="store_true", help="write tags as (tag:0.95)")
-    g.add_argument("--keep-underscores", action="store_true", help="keep long_hair instead of 'long hair'")
-    g.add_argument("--no-escape", action="store_true", help="do not backslash-escape ( ) [ ] \\")
-    g.add_argument("--rating", action="store_true", help="put the top rating first in the prompt")  # fmt: skip
+    g.add_argument("--rating-last", action="store_true", help="put the top rating last (--rating puts it first)")
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -85,6 +135,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_caption_file_options(g: argparse._ArgumentGroup, skip: str = "never touched, image not even read") -> None:
+    """The caption file flags of ``tag`` that ``dataset --captions`` takes too."""
     g.add_argument("--output-dir", metavar="DIR", help="write captions here, mirroring the input's sub-folders")
     g.add_argument(
         "--filename-format",
@@ -99,23 +150,38 @@ def _add_caption_file_options(g: argparse._ArgumentGroup, skip: str = "never tou
         help=f"what to do with captions that exist (default skip: {skip})",
     )
     g.add_argument("--json", action="store_true", help="also write a .json sidecar with all probabilities")
-
-
-def options_from_args(args: argparse.Namespace) -> TagOptions:
-    return TagOptions(
-        general_threshold=args.general_threshold,
-        character_threshold=args.character_threshold,
-        general_mcut=args.mcut or args.general_mcut,
-        character_mcut=args.mcut or args.character_mcut,
-        additional_tags=parse_tag_list(args.add),
-        exclude_tags=parse_tag_list(args.exclude),
-        sort=args.sort,
-        max_tags=args.max_tags,
-        replace_underscores=not args.keep_underscores,
-        escape=not args.no_escape,
-        weights=args.weights,
-        include_rating=args.rating,
+    g.add_argument(
+        "--no-backup",
+        action="store_true",
+        help="do not keep a caption that --existing overwrite/append/prepend changes (default: NAME.txt.bak)",
     )
+    g.add_argument("--backup-dir", metavar="DIR", help="keep those captions here instead, mirroring their folders")
+    g.add_argument(
+        "--caption-from",
+        choices=("tags", "merge"),
+        default="tags",
+        help="merge: an image carrying its prompt (A1111, NovelAI, ComfyUI) is captioned with the embedded tags "
+        "the tagger confirms and the words it cannot judge (trigger words; not LoRAs, quality or score tags), "
+        "then the tagger's own (default tags: the tags alone)",
+    )
+
+
+def options_from_args(args: argparse.Namespace, base: TagOptions | None = None) -> TagOptions:
+    """The TagOptions the flags give over ``base`` (the model's defaults): a threshold not given is base's, and
+    ``--threshold`` adds to base's category thresholds. OptionsError names the flag of a bad value."""
+    base = base or TagOptions()
+    given = {name: getattr(args, name) for name in OPTION_FIELDS if getattr(args, name, None) is not None}
+    if args.mcut:
+        given.update(general_mcut=True, character_mcut=True)
+    if args.rating_last:
+        given.update(include_rating=True, rating_position="last")
+    try:
+        if "category_thresholds" in given:
+            extra = parse_category_thresholds(",".join(given["category_thresholds"]))
+            given["category_thresholds"] = {**dict(base.category_thresholds), **dict(extra)}
+        return options_from_mapping(given, base=base)
+    except OptionsError as e:
+        raise OptionsError(flag_of(e.field) or e.field, e.problem) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +215,33 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--captions", action="store_true", help="write caption files for image files too")
     cap.add_argument("-r", "--recursive", action="store_true", help="walk sub-folders")
     _add_caption_file_options(cap)
+    cap.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="also write the model's image embedding as a .npy file beside each caption (models with an "
+        "embedding output, such as PixAI's)",
+    )
+    cap.add_argument(
+        "--metadata",
+        metavar="FILE",
+        help="also write one file for the whole run: FILE.json (image -> tags, size, probabilities) or FILE.jsonl",
+    )
+    cap.add_argument(
+        "--workers", type=int, metavar="N", help="image decoding threads (default: what the machine can use)"
+    )
+    cap.add_argument("--frequency-tags", action="store_true", help="print how many images got each tag")
+    cap.add_argument("--frequency-csv", metavar="FILE", help="write those counts as CSV (tag,images,share_percent)")
+    cap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be written where (new, skip, overwrite, append, prepend) and collisions; write nothing",
+    )
+    cap.add_argument(
+        "--stats",
+        action="store_true",
+        help="with --dry-run (implied): tag counts before/after the excludes and against the captions there, from "
+        "the probability cache alone",
+    )
     _add_tag_options(tag)
     _common(tag)
 
@@ -181,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "half a node's CPUs)")  # fmt: skip
     ray.add_argument("--rows-per-file", type=int, default=1024, metavar="N",
                      help="images per write task: each Parquet file holds at most N rows (default 1024)")  # fmt: skip
-    ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models that have one)")
+    ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models that have one); "
+                     "with --captions also the .npy file beside each caption, as tag")  # fmt: skip
     ray.add_argument("--path-column", metavar="NAME", help="the column of a Parquet/CSV listing holding the paths")
     dcap = ds.add_argument_group("caption files", "With --captions, also a caption file beside each local image "
                                  "(or under --output-dir), exactly as `tag DIR` writes it.")  # fmt: skip
@@ -256,12 +350,16 @@ def _emit(out: TextIO, text: str) -> None:
 
 
 def _caption_mode(args: argparse.Namespace) -> bool:
-    batch_flags = args.captions or args.recursive or args.output_dir or args.json or args.existing
-    return bool(batch_flags or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths))
+    batch_flags = [args.captions, args.recursive, args.output_dir, args.json, args.existing, args.no_backup,
+                   args.backup_dir, args.metadata, args.frequency_tags, args.frequency_csv, args.dry_run, args.stats,
+                   args.caption_from != "tags", args.embeddings]  # fmt: skip
+    return any(batch_flags) or args.filename_format != "[name].txt" or any(Path(p).is_dir() for p in args.paths)
 
 
 def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.cache import ProbCache, cache_file
+    from tagger.compare import report
+    from tagger.embedded import read_generation_data
     from tagger.engine import Tagger
 
     def on_load(loaded: Any) -> None:
@@ -269,7 +367,6 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if loaded.device_note:
             _print_err(loaded.device_note)
 
-    opts = options_from_args(args)
     cache = None
     if not args.no_cache:
         path = paths.cache_path(args.cache)
@@ -279,8 +376,9 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         args.models_dir, args.device, download=not args.offline, progress=sys.stderr.isatty(), cache=cache,
         on_load=on_load,
     )  # fmt: skip
+    opts = options_from_args(args, tagger.default_options(args.model))
     if _caption_mode(args):
-        return _tag_to_captions(tagger, args, opts)
+        return _tag_to_captions(tagger, args, opts, out)
     failed = 0
     sources = [Path(p) for p in args.paths]
     for item in tagger.tag_many(args.model, sources, opts, batch_size=args.batch_size):
@@ -292,6 +390,11 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
         if args.format == "json":
             record = {"path": str(item.source), "prompt": r.prompt, "rating": r.rating,
                       "general": r.general, "character": r.character}  # fmt: skip
+            if item.labels.extra:  # the model's other categories, each with the tags that passed
+                record["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
+            # With the image's own generation data, that and the comparison too (nothing for other images).
+            mcut = item.hit.mcut if item.hit is not None else None
+            record.update(report(read_generation_data(item.source), item.probs, item.labels, opts, mcut=mcut))
             _emit(out, json.dumps(record, ensure_ascii=False))
         else:
             _emit(out, f"{item.source}: {r.prompt}")
@@ -300,12 +403,11 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions) -> int:
-    import threading
+def batch_config_from_args(args: argparse.Namespace) -> Any:
+    """The BatchConfig the caption flags give."""
+    from tagger.batch import BatchConfig
 
-    from tagger.batch import BatchConfig, run_batch
-
-    config = BatchConfig(
+    return BatchConfig(
         inputs=[Path(p) for p in args.paths],
         recursive=args.recursive,
         output_dir=Path(args.output_dir) if args.output_dir else None,
@@ -313,7 +415,24 @@ def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions) ->
         existing=args.existing or "skip",
         json_sidecar=args.json,
         batch_size=args.batch_size,
+        embeddings=args.embeddings,
+        escape=bool(args.escape),  # caption files: plain text unless --escape
+        backup=not args.no_backup,
+        backup_dir=Path(args.backup_dir) if args.backup_dir else None,
+        metadata=Path(args.metadata) if args.metadata else None,
+        workers=args.workers,
+        caption_from=args.caption_from,
     )
+
+
+def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions, out: TextIO) -> int:
+    import threading
+
+    from tagger.batch import run_batch, write_counts_csv
+
+    config = batch_config_from_args(args)
+    if args.dry_run or args.stats:
+        return _dry_run(tagger, args, config, opts, out)
     cancel = threading.Event()
     reporter = _ProgressReporter(sys.stderr)
     try:
@@ -324,15 +443,39 @@ def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions) ->
         _print_err("interrupted: every caption written so far is complete; run the same command again to resume")
         return 130
     reporter.close()
+    kept = f"; {summary.backups} earlier captions kept as backups" if summary.backups else ""
     _print_err(
         f"tagged {summary.tagged}, skipped {summary.skipped} (caption exists), failed {summary.failed} "
-        f"in {summary.elapsed:.1f} s ({summary.images_per_s:.2f} images/s)"
+        f"in {summary.elapsed:.1f} s ({summary.images_per_s:.2f} images/s){kept}"
     )
+    if config.metadata is not None:
+        _print_err(f"metadata: {config.metadata}")
+    if args.frequency_tags:  # kohya's --frequency_tags report: most frequent first
+        _emit(out, "Tag frequencies:")
+        for tag, count in sorted(summary.tag_counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            _emit(out, f"{tag}: {count}")
+    if args.frequency_csv:
+        path = write_counts_csv(Path(args.frequency_csv), summary.tag_counts, summary.tagged)
+        _print_err(f"tag counts: {path}")
     if summary.failures:
         _print_err("failed:")
         for path, reason in summary.failures:
             _print_err(f"  {path}: {reason}")
     return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _dry_run(tagger: Any, args: argparse.Namespace, config: Any, opts: TagOptions, out: TextIO) -> int:
+    """What a run would write where, and (--stats) what these options make of the cached images; no writes."""
+    from tagger.batch import batch_stats, plan_batch
+
+    plan = plan_batch(config)
+    for line in plan.lines():
+        _emit(out, line)
+    _emit(out, plan.summary())
+    if args.stats:
+        for line in batch_stats(tagger, args.model, config, opts, plan).lines():
+            _emit(out, line)
+    return EXIT_FAILED if plan.failures else EXIT_OK
 
 
 class _ProgressReporter:
@@ -377,19 +520,22 @@ class _ProgressReporter:
 def cmd_dataset(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.batch import BatchConfig
     from tagger.dataset import DatasetConfig, parse_actors, run_dataset
+    from tagger.engine import Tagger
 
     try:
         actors = parse_actors(args.actors) if args.actors else None
     except ValueError as e:
         _print_err(f"error: {e}")
         return EXIT_USAGE
-    captions = None
-    file_flags = args.output_dir or args.json or args.existing or args.filename_format != "[name].txt"
-    if file_flags and not args.captions:
+    file_flags = [args.output_dir, args.json, args.existing, args.no_backup, args.backup_dir,
+                  args.filename_format != "[name].txt", args.caption_from != "tags"]  # fmt: skip
+    if any(file_flags) and not args.captions:
         _print_err(
-            "error: --output-dir, --filename-format, --existing and --json are for caption files: add --captions"
+            "error: --output-dir, --filename-format, --existing, --json, --no-backup, --backup-dir and --caption-from "
+            "are for caption files: add --captions"
         )
         return EXIT_USAGE
+    captions = None
     if args.captions:
         captions = BatchConfig(
             inputs=[],
@@ -397,9 +543,18 @@ def cmd_dataset(args: argparse.Namespace, out: TextIO) -> int:
             filename_format=args.filename_format,
             existing=args.existing or "skip",
             json_sidecar=args.json,
+            embeddings=args.embeddings,
+            escape=bool(args.escape),
+            backup=not args.no_backup,
+            backup_dir=Path(args.backup_dir) if args.backup_dir else None,
+            caption_from=args.caption_from,
         )
+    # As cmd_tag: the flags over the model's own defaults (from its catalog entry or its files here; nothing is
+    # downloaded for it), and the caption text plain unless --escape, as caption files are.
+    base = Tagger(args.models_dir, "cpu", download=False).default_options(args.model)
+    options = replace(options_from_args(args, base), escape=bool(args.escape))
     cfg = DatasetConfig(
-        sources=list(args.sources), output=args.output, model=args.model, options=options_from_args(args),
+        sources=list(args.sources), output=args.output, model=args.model, options=options,
         models_dir=args.models_dir, device=args.device, download=not args.offline, batch_size=args.batch_size,
         actors=actors, threads=args.threads, gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file,
         address=args.address, captions=captions, embeddings=args.embeddings, path_column=args.path_column,
@@ -461,7 +616,7 @@ def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
         args.name,
         target.name,
         args.validate,
-        options_from_args(args),
+        options_from_args(args, tagger.default_options(args.name)),
         recursive=args.recursive,
         limit=args.limit,
     )

@@ -30,10 +30,12 @@ import numpy as np
 
 from tagger import hub, paths
 from tagger.cache import CachedProbs, ProbCache, content_hash, file_hash
-from tagger.catalog import by_name
-from tagger.errors import ImageError, ModelUnavailableError, TaggerError
-from tagger.labels import Labels, read_labels
-from tagger.options import TagOptions
+from tagger.catalog import by_name, canonical
+from tagger.errors import ImageError, ModelFormatError, ModelUnavailableError, TaggerError
+from tagger.families.description import WD14, ModelDescription
+from tagger.families.readers import load_labels
+from tagger.labels import Labels
+from tagger.options import TagOptions, with_model_defaults
 from tagger.pipeline import Precomputed, Prediction, iter_predictions, prepare_source
 from tagger.postprocess import TagResult, postprocess
 from tagger.runtime import Device, LoadedModel, ModelRegistry, create_session
@@ -66,6 +68,7 @@ class ImageTags:
     # ``hit.mcut`` to postprocess and ask ``hit.serves(options)`` when re-formatting these probabilities.
     hit: CachedProbs | None = None
     note: str = ""  # why the GPU is not used although it was wanted or offered, with the fix; else empty
+    embedding: np.ndarray | None = None  # the model's image embedding, when asked for (``embeddings=True``)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,18 @@ def image_digest(source: Any) -> str | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def _cache_key(files: hub.ModelFiles) -> str:
+    """The probability cache's key of a model: id@revision plus the model file's size and mtime, so a
+    re-downloaded or edited model never answers from an older model's cache entries; a model run other than by
+    the WD14 contract adds a digest of its description (a changed tagger.json is another model)."""
+    st = files.model_path.stat()
+    key = f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+    desc = files.description or WD14
+    if desc != WD14:
+        key += "|" + content_hash(repr(desc).encode())[:12]
+    return key
 
 
 class _Once:
@@ -258,19 +273,58 @@ class Tagger:
 
     # -- the probability cache -------------------------------------------------------------------------
     def model_key(self, model: str, *, wait: float | None = None) -> tuple[hub.ModelFiles, str]:
-        """The model's files and its cache key: id@revision plus the model file's size and mtime, so a
-        re-downloaded or edited model never answers from an older model's cache entries."""
+        """The model's files and its cache key (``_cache_key``)."""
         files = self.resolve(model, wait=wait)
-        st = files.model_path.stat()
-        return files, f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+        return files, _cache_key(files)
+
+    def iter_cached(self, model: str, sources: Iterable[Any]) -> Iterator[tuple[Any, Labels, CachedProbs | None]]:
+        """``(source, labels, cache entry or None)`` for each source from the probability cache alone: the model
+        is never downloaded, loaded or run (a batch's dry-run statistics). The caller checks
+        ``entry.serves(options)``. ModelUnavailableError when the model's files are not here, TaggerError
+        without a cache."""
+        if self.cache is None:
+            raise TaggerError("the probability cache is off, so there are no stored probabilities to read")
+        files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
+        key, labels = _cache_key(files), self.labels(files)
+        for src in sources:
+            digest = image_digest(src)
+            yield src, labels, self.cache.get(digest, key) if digest is not None else None
 
     def labels(self, files: hub.ModelFiles) -> Labels:
-        """The tag list of ``files``, read once (again if the csv file changes)."""
+        """The tag list of ``files``, read once (again if the file changes)."""
+        desc = files.description or WD14
         st = files.tags_path.stat()
-        key = f"{files.tags_path}|{st.st_size}|{st.st_mtime_ns}"
+        key = f"{files.tags_path}|{st.st_size}|{st.st_mtime_ns}|{desc.labels!r}|{desc.single}"
         if key not in self._labels:
-            self._labels[key] = read_labels(files.tags_path)
+            self._labels[key] = load_labels(desc.labels, files.tags_path, single=desc.single)
         return self._labels[key]
+
+    def describe(self, model: str) -> ModelDescription:
+        """How ``model`` is run (a catalog model's entry, a local folder's files); WD14 when it cannot be told
+        without downloading. Never downloads."""
+        entry = by_name(model) or by_name(canonical(model) or "")
+        if entry is not None:
+            return entry.model_description
+        try:
+            files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
+        except (ModelUnavailableError, ModelFormatError):
+            return WD14
+        return files.description or WD14
+
+    def model_categories(self, model: str) -> tuple[str, ...]:
+        """The categories ``model`` has beyond rating, general and character: from its tag list when it is
+        here, else what its catalog entry says it will have. Never downloads."""
+        try:
+            files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
+            return self.labels(files).extra
+        except (TaggerError, OSError):
+            entry = by_name(model) or by_name(canonical(model) or "")
+            return entry.categories if entry is not None else ()
+
+    def default_options(self, model: str, base: TagOptions | None = None) -> TagOptions:
+        """``base`` (default ``TagOptions()``) with ``model``'s own default thresholds, where it has any: what a
+        front end starts from when the user gave no threshold."""
+        return with_model_defaults(base or TagOptions(), self.describe(model).thresholds)
 
     # -- tagging --------------------------------------------------------------------------------------
     def _stream(
@@ -284,25 +338,29 @@ class Tagger:
         wait: float | None,
         max_pixels: int | None,
         decode_slots: threading.Semaphore | None,
+        workers: int | None = None,
+        embeddings: bool = False,
     ) -> Iterator[_Out]:
         files, mkey = (
             self.model_key(model, wait=wait) if self.cache is not None else (self.resolve(model, wait=wait), "")
         )
         labels = self.labels(files)
 
-        def decode(item: _Known, size: int) -> np.ndarray | Precomputed:
+        def decode(item: _Known, prep: Any) -> np.ndarray | Precomputed:
             if item.hit is not None:
                 return Precomputed(item.hit.probs)
             with decode_slots if decode_slots is not None else contextlib.nullcontext():
-                return prepare_source(item.source, size, max_pixels)
+                return prepare_source(item.source, prep, max_pixels)
 
         def lookups() -> Iterator[_Known]:
             for src in sources:
                 if cancel is not None and cancel.is_set():
                     return
                 digest = image_digest(src) if self.cache is not None else None
-                hit = self.cache.get(digest, mkey) if self.cache is not None and digest is not None else None
-                yield _Known(src, digest, hit if hit is not None and hit.serves(options) else None)
+                # an embedding is not cached: asking for one runs the model (its probabilities are stored)
+                look = self.cache is not None and digest is not None and not embeddings
+                hit = self.cache.get(digest, mkey) if look else None  # type: ignore[union-attr, arg-type]
+                yield _Known(src, digest, hit if hit is not None and hit.serves(options, labels) else None)
 
         stream = lookups()
         first_miss: _Known | None = None
@@ -315,12 +373,22 @@ class Tagger:
             return
         loaded = self._acquire(model, wait)
         try:
+            if embeddings and loaded.embedding_name is None:
+                raise ModelFormatError(
+                    f"Model '{loaded.name}' has no embedding output, so it gives no embeddings "
+                    "(PixAI's tagger has one; a tagger.json can name a model's embedding output)."
+                )
             rest = itertools.chain([first_miss], stream)
-            for pred in iter_predictions(loaded, rest, batch_size=batch_size, cancel=cancel, loader=decode):
+            preds = iter_predictions(
+                loaded, rest, batch_size=batch_size, workers=workers, cancel=cancel, loader=decode,
+                embeddings=embeddings,
+            )  # fmt: skip
+            for pred in preds:
                 item = pred.source
                 if pred.error is None and item.hit is None and self.cache is not None and item.digest is not None:
                     self.cache.put(item.digest, mkey, pred.probs, loaded.labels)
-                yield _Out(Prediction(item.source, pred.probs, pred.error), labels, item.hit, loaded, loaded.name)
+                out = Prediction(item.source, pred.probs, pred.error, pred.embedding)
+                yield _Out(out, labels, item.hit, loaded, loaded.name)
         finally:
             self._registry.release(loaded)
 
@@ -332,16 +400,22 @@ class Tagger:
         *,
         batch_size: int | None = None,
         cancel: threading.Event | None = None,
+        workers: int | None = None,
+        embeddings: bool = False,
     ) -> Iterator[tuple[Prediction[Any], Labels, tuple[float, float] | None, bool]]:
         """Probabilities for a stream of sources, in order: ``(prediction, labels, mcut, cached)``.
 
         Cache hits skip the model; the model is loaded only when the first image that needs it comes.
-        ``prediction.source`` is the original source. The engine for batch captioning.
+        ``prediction.source`` is the original source. ``workers``: decoding threads (default: what the
+        machine can use, ``pipeline.default_workers``). ``embeddings`` fills ``prediction.embedding`` (every
+        image then runs the model; ModelFormatError when it has no embedding output). The engine for batch
+        captioning.
         """
-        opts = options or TagOptions()
+        opts = options or self.default_options(model)
         stream = self._stream(
-            model, sources, opts, batch_size=batch_size, cancel=cancel, wait=None, max_pixels=None, decode_slots=None
-        )
+            model, sources, opts, batch_size=batch_size, cancel=cancel, wait=None, max_pixels=None,
+            decode_slots=None, workers=workers, embeddings=embeddings,
+        )  # fmt: skip
         for out in stream:
             yield out.pred, out.labels, out.hit.mcut if out.hit is not None else None, out.hit is not None
 
@@ -356,14 +430,16 @@ class Tagger:
         wait: float | None = None,
         max_pixels: int | None = None,
         decode_slots: threading.Semaphore | None = None,
+        embeddings: bool = False,
     ) -> Iterator[ImageTags | ImageError]:
         """Tag a stream of images in order; a failed image yields its ImageError and the stream goes on.
 
         ``wait``: seconds to wait for a download or load before ``ModelBusyError`` (None: as long as it
         takes). ``max_pixels`` refuses larger images from their header; ``decode_slots`` bounds how many
-        images are decoded at once across callers sharing it.
+        images are decoded at once across callers sharing it. ``embeddings`` fills ``ImageTags.embedding``
+        (every image then runs the model).
         """
-        opts = options or TagOptions()
+        opts = options or self.default_options(model)
         last = time.perf_counter()
         stream = self._stream(
             model,
@@ -374,6 +450,7 @@ class Tagger:
             wait=wait,
             max_pixels=max_pixels,
             decode_slots=decode_slots,
+            embeddings=embeddings,
         )
         for out in stream:
             now = time.perf_counter()
@@ -395,15 +472,22 @@ class Tagger:
                     hit is not None,
                     hit,
                     note,
+                    pred.embedding,
                 )
             last = now
 
     def tag_image(
-        self, model: str, image: Any, options: TagOptions | None = None, *, wait: float | None = None
+        self,
+        model: str,
+        image: Any,
+        options: TagOptions | None = None,
+        *,
+        wait: float | None = None,
+        embeddings: bool = False,
     ) -> ImageTags:
         """Tag one image (``tag_many`` for one); raises the ImageError of an image that cannot be read."""
         start = time.perf_counter()
-        (item,) = list(self.tag_many(model, [image], options, wait=wait))
+        (item,) = list(self.tag_many(model, [image], options, wait=wait, embeddings=embeddings))
         if isinstance(item, ImageError):
             raise item
         return replace(item, elapsed=time.perf_counter() - start)

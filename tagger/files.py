@@ -6,8 +6,9 @@ import contextlib
 import hashlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 # SHAKE digests have no length of their own: these give 32 and 64 hex digits, as long as md5's and sha256's.
 SHAKE_BYTES = {"shake_128": 16, "shake_256": 32}
@@ -23,6 +24,15 @@ def write_atomic(path: Path, text: str | bytes) -> None:
     temporary file is created with that mode by the kernel itself, so the umask is never read or changed
     (changing it would race with other threads). A file being replaced keeps its own mode.
     """
+    with atomic_file(path, binary=isinstance(text, bytes)) as fh:
+        fh.write(text)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
+    """A file to write ``path`` through, as ``write_atomic`` does: it replaces ``path`` when the block ends
+    without an exception, and is removed (``path`` untouched) when one escapes. For files written piece by
+    piece (a metadata file of a whole batch)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_temporary(path)
@@ -33,10 +43,10 @@ def write_atomic(path: Path, text: str | bytes) -> None:
                 os.fchmod(fd, mode)
             else:  # Windows: only the read-only bit exists
                 tmp.chmod(mode)
-        binary = isinstance(text, bytes)
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        opened = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        with opened as fh:
             fd = -1  # the file object owns it now
-            fh.write(text)
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         tmp.replace(path)

@@ -55,8 +55,9 @@ class Host:
         """The prompt as the send-to buttons hand it to the host (the WebUI protects weighted tags here)."""
         return prompt
 
-    def add_send_buttons(self, image: Any, prompt: Any) -> list[Any]:
-        """Create the send-to buttons in the current gradio layout and wire them; return them."""
+    def add_send_buttons(self, image: Any, prompt: Any, name: str = "") -> list[Any]:
+        """Create the send-to buttons of the textbox ``prompt`` in the current gradio layout and wire them;
+        return them. ``name`` tells the rows of several textboxes apart (``tagger_send_<name>_txt2img``)."""
         return []
 
     @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 Where a model's files are looked for, in this order (``resolve_model``):
 
-1. a folder path given directly (holding a ``.onnx`` file and a tags csv);
+1. a folder path given directly (holding a ``.onnx`` file and a tag list: ``families.find_model``);
 2. ``<models_dir>/<name>/`` (also for catalog models, named by their name, repo id or an older extension's
    name for them, ``catalog.canonical``: files put there by hand are used as they are);
 3. for catalog models, the Hugging Face cache (``HF_HUB_CACHE``, else ``HF_HOME/hub``) - no network;
@@ -23,8 +23,10 @@ only inside the functions that need it.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import inspect
+import json
 import logging
 import os
 import re
@@ -35,8 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from tagger import paths
-from tagger.catalog import CATALOG, TAGS_FILE, CatalogModel, by_name, canonical
-from tagger.errors import ModelUnavailableError
+from tagger.catalog import CATALOG, CatalogModel, by_name, canonical
+from tagger.errors import ModelFormatError, ModelUnavailableError
+from tagger.families import LABEL_FILE_HINT, find_model, usable
+from tagger.families.description import ModelDescription
 from tagger.files import hash_file
 
 logger = logging.getLogger(__name__)
@@ -51,7 +55,8 @@ _SHA1 = re.compile(r"[0-9a-f]{40}")
 
 @dataclass(frozen=True)
 class ModelFiles:
-    """The two files of a model ready to load, and where they came from."""
+    """The two files of a model ready to load (other files it needs lie beside them), where they came from,
+    and how the model is run."""
 
     name: str  # catalog or folder name; the resolved folder path for a folder given directly
     model_path: Path
@@ -59,12 +64,15 @@ class ModelFiles:
     repo_id: str | None  # None for local (non-catalog) models
     revision: str | None
     source: str  # "local" | "cache" | "download"
+    description: ModelDescription | None = None  # None: SmilingWolf's WD14 contract
 
     @property
     def model_id(self) -> str:
-        """A stable key for caches: ``repo@revision`` for catalog models, ``local:<name>`` otherwise."""
+        """A stable key for caches: ``repo@revision`` for catalog models (``repo@revision:file`` when the model
+        file is not ``model.onnx``: a repository may hold several models), ``local:<name>`` otherwise."""
         if self.repo_id:
-            return f"{self.repo_id}@{self.revision}"
+            file = "" if self.model_path.name == "model.onnx" else f":{self.model_path.name}"
+            return f"{self.repo_id}@{self.revision}{file}"
         return f"local:{self.name}"
 
 
@@ -74,7 +82,7 @@ class ModelInfo:
 
     name: str
     display_name: str
-    family: str  # "v3", "v2" or "local"
+    family: str  # the catalog family ("v3", "v2", "v1", "pixai", "camie", "cl", "mldanbooru", "z3d") or "local"
     repo_id: str | None
     revision: str | None
     downloaded: bool
@@ -139,53 +147,28 @@ def _etag_timeout() -> float:
 # -- local folders ------------------------------------------------------------------------------------
 
 
-def _usable(path: Path) -> bool:
-    """A regular, non-empty file (a 0-byte file is a failed copy or download, not a model)."""
-    try:
-        return path.is_file() and path.stat().st_size > 0
-    except OSError:
-        return False
-
-
-def _pick(folder: Path, preferred: str, suffix: str) -> Path | None:
-    """``folder/preferred`` if usable, else the only usable ``*suffix`` file, else None."""
-    first = folder / preferred
-    if _usable(first):
-        return first
-    candidates = sorted(p for p in folder.glob(f"*{suffix}") if p.suffix.lower() == suffix and _usable(p))
-    if len(candidates) == 1:
-        return candidates[0]
-    if len(candidates) > 1:
-        logger.warning(
-            "%s holds several %s files (%s) and none is called %s: cannot tell which to use",
-            folder,
-            suffix,
-            ", ".join(p.name for p in candidates),
-            preferred,
-        )
-    return None
-
-
 def model_files_in(folder: Path) -> tuple[Path, Path] | None:
-    """``(onnx, csv)`` if ``folder`` holds a model, else None.
+    """``(model file, tag list)`` if ``folder`` holds a model, else None (``families.find_model``: the model is
+    ``model.onnx``, else the folder's only ``.onnx`` file; the tag list ``selected_tags.csv``, another known
+    tag list, or the folder's only ``.csv`` file). Empty files and leftovers of interrupted downloads
+    (``*.incomplete``) do not count; a folder whose ``tagger.json`` is broken is not a model (with a warning)."""
+    found = _find(Path(folder))
+    return (found[0], found[1]) if found else None
 
-    The model is ``model.onnx``, else the folder's only ``.onnx`` file; the tags are ``selected_tags.csv``,
-    else the folder's only ``.csv`` file. Empty files and leftovers of interrupted downloads
-    (``*.incomplete``) do not count.
-    """
-    folder = Path(folder)
+
+def _find(folder: Path, model: CatalogModel | None = None) -> tuple[Path, Path, ModelDescription] | None:
+    """The model in ``folder`` (a catalog model's files also in its repository sub-folder there); None when
+    there is none, or when its ``tagger.json`` is broken (logged)."""
     try:
-        if not folder.is_dir():
-            return None
-    except OSError:
+        if model is None:
+            return find_model(folder)
+        found = find_model(folder, model.model_description)
+        if found is None and model.subfolder:
+            found = find_model(folder / model.subfolder, model.model_description)
+        return found
+    except ModelFormatError as e:
+        logger.warning("%s is not used as a model: %s", folder, e)
         return None
-    onnx = _pick(folder, "model.onnx", ".onnx")
-    if onnx is None:
-        return None
-    tags = _pick(folder, TAGS_FILE, ".csv")
-    if tags is None:
-        return None
-    return onnx, tags
 
 
 def _size_of(*paths: Path) -> int | None:
@@ -195,20 +178,34 @@ def _size_of(*paths: Path) -> int | None:
         return None
 
 
-def _count_tags(csv_path: Path) -> int | None:
-    """Rows of a tags csv (header excluded), or None if it cannot be read."""
+def _count_tags(labels_path: Path) -> int | None:
+    """Rows of a tags csv (header excluded), or entries of a JSON tag list; None if it cannot be read."""
     try:
-        with csv_path.open(encoding="utf-8", newline="") as f:
-            return max(sum(1 for _ in csv.reader(f)) - 1, 0)
-    except (OSError, UnicodeDecodeError, csv.Error):
+        if labels_path.suffix.lower() != ".json":
+            with labels_path.open(encoding="utf-8", newline="") as f:
+                return max(sum(1 for _ in csv.reader(f)) - 1, 0)
+        st = labels_path.stat()
+        return _count_json_tags(str(labels_path), st.st_size, st.st_mtime_ns)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError):
         return None
+
+
+@functools.lru_cache(maxsize=32)
+def _count_json_tags(path: str, size: int, mtime_ns: int) -> int | None:
+    """Entries of a JSON tag list (cl_tagger, Camie, ML-Danbooru), read once per file version."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(data, dict):
+        data = (data.get("dataset_info") or {}).get("tag_mapping", data) if "dataset_info" in data else data
+        data = data.get("idx_to_tag", data) if isinstance(data, dict) else data
+    return len(data) if isinstance(data, (dict, list)) else None
 
 
 # -- the Hugging Face cache ------------------------------------------------------------------------------
 
 
 def _cached_files(model: CatalogModel, cache_dir: Path) -> tuple[Path, Path] | None:
-    """The model's files in the Hugging Face cache at its pinned revision, else None. No network."""
+    """The model's files (model, tag list) in the Hugging Face cache at its pinned revision, else None. No
+    network."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover
@@ -220,7 +217,7 @@ def _cached_files(model: CatalogModel, cache_dir: Path) -> tuple[Path, Path] | N
         except (OSError, ValueError) as e:
             logger.debug("cache lookup of %s/%s failed: %s", model.repo_id, filename, e)
             return None
-        if not isinstance(hit, str) or not _usable(Path(hit)):
+        if not isinstance(hit, str) or not usable(Path(hit)):
             return None
         found.append(Path(hit))
     return found[0], found[1]
@@ -240,7 +237,8 @@ def list_models(models_dir: Path) -> list[ModelInfo]:
     cache_dir = hf_cache_dir()
     infos: list[ModelInfo] = []
     for model in CATALOG:
-        files = model_files_in(models_dir / model.name) or _cached_files(model, cache_dir)
+        found = _find(models_dir / model.name, model)
+        files = found[:2] if found else _cached_files(model, cache_dir)
         infos.append(
             ModelInfo(
                 name=model.name,
@@ -251,7 +249,7 @@ def list_models(models_dir: Path) -> list[ModelInfo]:
                 downloaded=files is not None,
                 size_bytes=_size_of(*files) if files else None,
                 path=files[0].parent if files else None,
-                tags=model.tags,
+                tags=model.tags if model.tags is not None or not files else _count_tags(files[1]),
             )
         )
     catalog_names = {m.name for m in CATALOG}
@@ -337,10 +335,10 @@ def _resolve(
     # catalog model (a local folder called like an alias is the user's own model and wins over the alias)
     model = by_name(text)
     if model is None and paths.name_problem(text) is None:
-        files = model_files_in(models_dir / text)
-        if files is not None:
-            logger.debug("model %s: using %s", text, files[0].parent)
-            return ModelFiles(text, files[0], files[1], None, None, "local")
+        local = find_model(models_dir / text)  # a broken tagger.json says so here, naming the key
+        if local is not None:
+            logger.debug("model %s: using %s", text, local[0].parent)
+            return ModelFiles(text, local[0], local[1], None, None, "local", local[2])
     if model is None:
         alias_of = canonical(text)
         model = by_name(alias_of) if alias_of else None
@@ -348,17 +346,19 @@ def _resolve(
         raise ModelUnavailableError(_unknown_message(text, models_dir))
 
     # (3) models_dir/<catalog name>/: files put there by hand win over the cache and any download
-    files = model_files_in(models_dir / model.name)
-    if files is not None:
-        logger.debug("model %s: using %s", model.name, files[0].parent)
-        return ModelFiles(model.name, files[0], files[1], model.repo_id, model.revision, "local")
+    found = _find(models_dir / model.name, model)
+    if found is not None:
+        logger.debug("model %s: using %s", model.name, found[0].parent)
+        return ModelFiles(model.name, found[0], found[1], model.repo_id, model.revision, "local", found[2])
 
     # (4) the Hugging Face cache: no network at all
     if cache:
         cached = _cached_files(model, hf_cache_dir())
         if cached is not None:
             logger.debug("model %s: using the Hugging Face cache %s", model.name, cached[0].parent)
-            return ModelFiles(model.name, cached[0], cached[1], model.repo_id, model.revision, "cache")
+            return ModelFiles(
+                model.name, cached[0], cached[1], model.repo_id, model.revision, "cache", model.model_description
+            )
 
     # (5) download
     if is_offline():
@@ -393,20 +393,20 @@ def _direct_folder(text: str, models_dir: Path) -> ModelFiles | None:
             return None
     except OSError:
         return None
-    files = model_files_in(folder)
-    if files is None:
-        return None
     resolved = folder.resolve()
     try:
         in_models_dir = resolved.parent == models_dir.resolve()
     except OSError:
         in_models_dir = False
+    model = by_name(resolved.name) if in_models_dir else None
+    found = _find(folder, model) if model is not None else find_model(folder)
+    if found is None:
+        return None
     if in_models_dir:  # same model as by its name: same name (and catalog identity) as step (2)
-        model = by_name(resolved.name)
         repo_id, revision = (model.repo_id, model.revision) if model else (None, None)
-        return ModelFiles(resolved.name, files[0], files[1], repo_id, revision, "local")
+        return ModelFiles(resolved.name, found[0], found[1], repo_id, revision, "local", found[2])
     # Outside the models folder the full path is the name: two folders called alike stay two models.
-    return ModelFiles(str(resolved), files[0], files[1], None, None, "local")
+    return ModelFiles(str(resolved), found[0], found[1], None, None, "local", found[2])
 
 
 # -- downloading -----------------------------------------------------------------------------------------
@@ -424,7 +424,13 @@ def _download(model: CatalogModel, models_dir: Path, *, progress: bool) -> Model
     for remote in sorted(remotes, key=lambda r: r.size if r.size is not None else 1 << 62):  # the small csv first
         found[remote.filename] = _fetch(model, remote, folder, endpoint, models_dir, progress=progress)
     return ModelFiles(
-        model.name, found[model.model_file], found[model.tags_file], model.repo_id, model.revision, "download"
+        model.name,
+        found[model.files[0]],
+        found[model.files[1]],
+        model.repo_id,
+        model.revision,
+        "download",
+        model.model_description,
     )
 
 
@@ -702,12 +708,11 @@ def _unknown_message(text: str, models_dir: Path) -> str:
     try:
         if candidate.is_dir():
             folder_note = (
-                f" The folder {candidate} holds no model: it needs a .onnx file and its {TAGS_FILE} "
-                "(or a single .csv file)."
+                f" The folder {candidate} holds no model: it needs a .onnx file and its tag list ({LABEL_FILE_HINT})."
             )
     except OSError:
         pass
     return (
         f"Unknown model '{text}'.{folder_note} Known models: {known}. {where} A model can also be given as "
-        f"the path of a folder holding a .onnx file and its {TAGS_FILE}."
+        f"the path of a folder holding a .onnx file and its tag list."
     )

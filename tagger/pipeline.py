@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 from tagger.errors import ImageError
+from tagger.families.preprocess import Preparer
 from tagger.images import load_image, prepare
 from tagger.runtime import CUDA, LoadedModel, available_cpus
 
@@ -31,6 +32,7 @@ class Prediction(Generic[T]):
     source: T
     probs: np.ndarray | None = None
     error: ImageError | None = None
+    embedding: np.ndarray | None = None  # the model's image embedding, when it was asked for
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,27 @@ def default_batch_size(model: LoadedModel) -> int:
     return 16 if model.provider == CUDA else 1
 
 
+def default_workers(model: LoadedModel) -> int:
+    """Decoding threads when the caller names none: what the machine can use. With CUDA, the CPUs the process
+    may use (up to 16: enough to feed a fast GPU, with the prefetch window's memory bounded), since they are
+    idle while the GPU runs the model; on the CPU at most 4, since each run already spreads over every core
+    and more decoders would only take time from it."""
+    cpus = available_cpus()
+    return max(1, min(16 if model.provider == CUDA else 4, cpus))
+
+
 def _source_name(source: Any) -> str:
     return str(source) if not isinstance(source, (bytes, bytearray)) else "<bytes>"
 
 
-def prepare_source(source: Any, size: int, max_pixels: int | None = None) -> np.ndarray:
-    """Decode and preprocess one source; every failure becomes an ImageError naming it."""
+def prepare_source(source: Any, size: int | Preparer, max_pixels: int | None = None) -> np.ndarray:
+    """Decode and preprocess one source; every failure becomes an ImageError naming it.
+
+    ``size`` is the WD14 input side, or the model's preparer (``LoadedModel.prepare``, from its description).
+    """
     try:
-        return prepare(load_image(source, max_pixels=max_pixels), size)
+        img = load_image(source, max_pixels=max_pixels)
+        return size(img) if callable(size) else prepare(img, size)
     except ImageError:
         raise
     except MemoryError as e:
@@ -72,17 +87,21 @@ def iter_predictions(
     workers: int | None = None,
     prefetch: int | None = None,
     cancel: threading.Event | None = None,
-    loader: Callable[[T, int], np.ndarray | Precomputed] | None = None,
+    loader: Callable[[T, Any], np.ndarray | Precomputed] | None = None,
+    embeddings: bool = False,
 ) -> Iterator[Prediction[T]]:
     """Predict every source, in order, streaming. Stops between images once ``cancel`` is set.
 
-    ``loader(source, size)`` decodes one source into a tensor (it runs in the pool); it may return
-    ``Precomputed`` for a source whose probabilities are known, which then skips the model.
+    ``loader(source, prepare)`` decodes one source into a tensor (it runs in the pool; ``prepare`` is the
+    model's preparer, for ``prepare_source``); it may return ``Precomputed`` for a source whose probabilities
+    are known, which then skips the model. ``embeddings`` also fills ``Prediction.embedding`` where the model
+    has an embedding output.
     """
     batch_size = model.fixed_batch or batch_size or default_batch_size(model)
-    workers = workers or max(1, min(4, available_cpus()))
+    workers = workers or default_workers(model)
     prefetch = max(prefetch or 0, batch_size * 2, workers * 2)
-    load = loader or (lambda src, size: prepare_source(src, size))
+    load = loader or (lambda src, prep: prepare_source(src, prep))
+    prep = model.prepare or model.size
     it = iter(sources)
     pending: deque[tuple[T, Future[np.ndarray | Precomputed]]] = deque()
 
@@ -97,18 +116,20 @@ def iter_predictions(
                     src = next(it)
                 except StopIteration:
                     return
-                pending.append((src, pool.submit(load, src, model.size)))
+                pending.append((src, pool.submit(load, src, prep)))
 
         batch: list[Prediction[T]] = []  # in input order; failed ones carry their error
         tensors: list[np.ndarray] = []
 
         def flush() -> Iterator[Prediction[T]]:
             if tensors:
-                probs = model.run(np.stack(tensors))
-                rows = iter(probs)
+                probs, embs = model.run_outputs(np.stack(tensors), embeddings=embeddings)
+                rows = iter(range(len(probs)))
                 for pred in batch:
                     if pred.error is None and pred.probs is None:
-                        pred.probs = next(rows)
+                        row = next(rows)
+                        pred.probs = probs[row]
+                        pred.embedding = embs[row] if embs is not None else None
             yield from batch
             batch.clear()
             tensors.clear()

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tagger.errors import ImageError, TaggerError
+from tagger.families.description import DESCRIPTION_FILE, WD14
 from tagger.hub import ModelFiles, resolve_model
 from tagger.options import TagOptions
 from tagger.paths import name_problem
@@ -84,7 +85,8 @@ def quantize_model(
     ``files_or_name`` is a resolved ``ModelFiles`` or a model name (catalog name, local folder name or folder
     path; a catalog model is downloaded first when ``download``). ``out_name`` defaults to ``<name>-int8``.
     MatMul and Gemm weights become int8 (per tensor, dynamic activation quantisation); convolutions and the
-    rest stay float32. The tags csv is copied unchanged. Returns the new folder.
+    rest stay float32. The tag list is copied unchanged; a model run other than by the WD14 contract gets its
+    description written beside it as ``tagger.json``. Returns the new folder.
 
     Raises ``QuantizeError`` (the ``onnx`` package missing, the folder exists and ``overwrite`` is false, the
     model cannot be quantised) or the errors of ``hub.resolve_model``.
@@ -124,7 +126,13 @@ def quantize_model(
             raise QuantizeError(f"not enough memory to quantise {files.model_path}") from e
         except Exception as e:  # onnx / onnxruntime raise many types for a model they cannot handle
             raise QuantizeError(f"{files.name}: could not be quantised ({type(e).__name__}: {e})") from e
-        shutil.copyfile(files.tags_path, staging / "selected_tags.csv")
+        desc = files.description or WD14
+        if desc == WD14:
+            shutil.copyfile(files.tags_path, staging / "selected_tags.csv")
+        else:  # the copy is a local folder: it carries the description its source was run by
+            shutil.copyfile(files.tags_path, staging / files.tags_path.name)
+            own = desc.with_files(model_file="model.onnx", labels_file=files.tags_path.name).to_dict()
+            (staging / DESCRIPTION_FILE).write_text(json.dumps(own, indent=2) + "\n", encoding="utf-8")
         info = {
             "source_model": files.model_id,
             "source_file": files.model_path.name,

@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 
 from tagger.errors import ModelFormatError, OptionsError, TaggerError
+from tagger.families.description import WD14, ModelDescription
+from tagger.families.preprocess import Preparer, make_preparer
+from tagger.families.readers import load_labels
 from tagger.hub import ModelFiles
-from tagger.labels import Labels, read_labels
+from tagger.labels import Labels
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +191,8 @@ def _preload_cuda_libraries() -> str:
 
 @dataclass
 class LoadedModel:
-    """A session with what is needed to feed it: input size, batch limit, tag list, active provider."""
+    """A session with what is needed to feed it: input size, batch limit, tag list, active provider, and the
+    model's description (how an image becomes its input, which output is the prediction)."""
 
     files: ModelFiles
     session: Any
@@ -202,6 +206,10 @@ class LoadedModel:
     run_lock: Any = field(default_factory=threading.Lock, repr=False)  # held around each run (the engine's)
     holders: int = field(default=0, repr=False)  # calls using the model now (see ModelRegistry)
     retired: bool = field(default=False, repr=False)  # unloaded: closed when the last holder lets go
+    description: ModelDescription = WD14
+    output_name: str | None = None  # the prediction output (None: the first)
+    embedding_name: str | None = None  # the embedding output, when the model has one
+    prepare: Preparer | None = field(default=None, repr=False)  # loaded image -> input tensor (no batch axis)
 
     @property
     def name(self) -> str:
@@ -212,18 +220,41 @@ class LoadedModel:
         return "CUDA" if self.provider == CUDA else "CPU" if self.provider == CPU else self.provider
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``[N, T]`` for a float32 batch ``[N, S, S, 3]``; splits batches a fixed model refuses."""
+        """Probabilities ``[N, T]`` for a float32 batch of input tensors; splits batches a fixed model refuses."""
+        return self.run_outputs(batch)[0]
+
+    def run_outputs(self, batch: np.ndarray, *, embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(probabilities [N, T], embeddings [N, D] or None)``: the prediction output (through a sigmoid when
+        the model gives logits), and the embedding output when asked for and the model has one."""
         if batch.ndim == 3:
             batch = batch[None]
         step = self.fixed_batch or len(batch)
-        outs = []
+        want_emb = embeddings and self.embedding_name is not None and self.output_name is not None
+        names = (
+            [self.output_name, self.embedding_name] if want_emb else [self.output_name] if self.output_name else None
+        )
+        probs, embs = [], []
         with self.run_lock:
             session = self.session
             if session is None:
                 raise TaggerError(f"{self.name} was unloaded: load it again")
             for i in range(0, len(batch), step):
-                outs.append(session.run(None, {self.input_name: batch[i : i + step]})[0])
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+                outs = session.run(names, {self.input_name: batch[i : i + step]})
+                probs.append(outs[0])
+                if want_emb:
+                    embs.append(np.asarray(outs[1], dtype=np.float32).reshape(len(outs[1]), -1))
+        out = probs[0] if len(probs) == 1 else np.concatenate(probs)
+        if self.description.output.activation == "sigmoid":
+            out = sigmoid(out)
+        emb = (embs[0] if len(embs) == 1 else np.concatenate(embs)) if want_emb else None
+        return out, emb
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits, float32, without overflow warnings for large negative logits."""
+    x = np.asarray(logits, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
 
 
 def _session_options(threads: int) -> Any:
@@ -245,7 +276,8 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
             "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu for CUDA)"
         ) from e
 
-    labels = read_labels(files.tags_path)
+    desc = files.description or WD14
+    labels = load_labels(desc.labels, files.tags_path, single=desc.single)
     threads = threads or available_cpus()
     available = list(ort.get_available_providers())
     wants_cuda = device.wants_cuda or (device.kind == "auto" and CUDA in available)
@@ -272,32 +304,88 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
             log.warning("%s", note)
 
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    shape = list(inputs[0].shape) if inputs else []
-    if len(inputs) != 1 or len(shape) != 4 or shape[3] != 3 or not isinstance(shape[1], int) or shape[1] != shape[2]:
-        raise ModelFormatError(
-            f"{files.model_path} is not a WD14 tagger: expected one NHWC input [N, S, S, 3], got "
-            f"{[(i.name, i.shape) for i in inputs]}"
-        )
-    out_shape = list(outputs[0].shape) if outputs else []
-    if len(out_shape) != 2:
-        raise ModelFormatError(f"{files.model_path} is not a WD14 tagger: output shape {out_shape}, expected [N, T]")
-    if isinstance(out_shape[1], int) and out_shape[1] != len(labels):
-        raise ModelFormatError(
-            f"{files.name}: the model outputs {out_shape[1]} tags but {files.tags_path.name} has {len(labels)} "
-            "rows. The csv does not belong to this model: fetch both files from the same repository."
-        )
-    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    size, fixed = _input_size(files, desc, inputs)
+    output, embedding = _outputs(files, desc, outputs, labels)
     return LoadedModel(
         files=files,
         session=session,
         labels=labels,
         input_name=inputs[0].name,
-        size=int(shape[1]),
+        size=size,
         fixed_batch=fixed,
         provider=active[0] if active else CPU,
         device_note=note,
         threads=threads,
+        description=desc,
+        output_name=output,
+        embedding_name=embedding,
+        prepare=make_preparer(desc, size),
     )
+
+
+def _input_size(files: ModelFiles, desc: ModelDescription, inputs: list[Any]) -> tuple[int, int | None]:
+    """The square side and the fixed batch size (None: dynamic) of the model's one image input, checked
+    against the description's layout."""
+    shape = list(inputs[0].shape) if inputs else []
+    nhwc = desc.input.layout == "NHWC"
+    want = "[N, S, S, 3]" if nhwc else "[N, 3, S, S]"
+    ok = len(inputs) == 1 and len(shape) == 4 and (shape[3] if nhwc else shape[1]) == 3
+    sides = shape[1:3] if nhwc else shape[2:4]
+    if ok:
+        fixed_sides = [d for d in sides if isinstance(d, int) and d > 0]
+        ok = len(set(fixed_sides)) <= 1 and (len(fixed_sides) == 2 or desc.input.size is not None)
+    if not ok:
+        what = "a WD14 tagger" if desc.family == "wd14" else f"a {desc.family} tagger as described"
+        raise ModelFormatError(
+            f"{files.model_path} is not {what}: expected one {desc.input.layout} input {want}, got "
+            f"{[(i.name, i.shape) for i in inputs]}"
+            + ("" if desc.family != "wd14" else ". Another kind of tagger needs a tagger.json beside it (see README).")
+        )
+    fixed_sides = [d for d in sides if isinstance(d, int) and d > 0]
+    if fixed_sides and desc.input.size is not None and fixed_sides[0] != desc.input.size:
+        log.info(
+            "%s: the model takes %d px; the description says %d: the model wins",
+            files.name,
+            fixed_sides[0],
+            desc.input.size,
+        )
+    size = int(fixed_sides[0]) if fixed_sides else int(desc.input.size)  # type: ignore[arg-type]
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    return size, fixed
+
+
+def _outputs(files: ModelFiles, desc: ModelDescription, outputs: list[Any], labels: Labels) -> tuple[str, str | None]:
+    """The names of the prediction output (checked against the tag list) and the embedding output."""
+    names = [o.name for o in outputs]
+    if isinstance(desc.output.prediction, int):
+        if desc.output.prediction >= len(names):
+            raise ModelFormatError(
+                f"{files.model_path}: no output number {desc.output.prediction} (counting from 0; the model has {names})"
+            )
+        pred = names[desc.output.prediction]
+    elif desc.output.prediction is not None:
+        if desc.output.prediction not in names:
+            raise ModelFormatError(
+                f"{files.model_path}: no output named {desc.output.prediction!r} (the model has {names})"
+            )
+        pred = desc.output.prediction
+    else:  # deepghs' exports name it "prediction" or "output"; otherwise the first output
+        pred = next((n for n in ("prediction", "output") if n in names), names[0] if names else "")
+    out_shape = list(next((o.shape for o in outputs if o.name == pred), []))
+    if len(out_shape) != 2:
+        kind = "a WD14 tagger" if desc.family == "wd14" else "a tagger"
+        raise ModelFormatError(f"{files.model_path} is not {kind}: output shape {out_shape}, expected [N, T]")
+    if isinstance(out_shape[1], int) and out_shape[1] != len(labels):
+        raise ModelFormatError(
+            f"{files.name}: the model outputs {out_shape[1]} tags but {files.tags_path.name} has {len(labels)} "
+            "rows. The tag list does not belong to this model: fetch both files from the same repository."
+        )
+    emb = desc.output.embedding
+    if emb is not None and emb not in names:
+        raise ModelFormatError(f"{files.model_path}: no embedding output named {emb!r} (the model has {names})")
+    if emb is None and "embedding" in names and desc.output.prediction is None:
+        emb = "embedding"
+    return pred, emb
 
 
 def _explain_load_error(files: ModelFiles, err: Exception, ort_version: str) -> str:

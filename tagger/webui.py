@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any
 
 from tagger.catalog import DEFAULT_MODEL
+from tagger.embedded import is_infotext
 from tagger.errors import TaggerError
 from tagger.host import Host, HostDefaults
 from tagger.options import OPTION_FIELDS
@@ -52,8 +53,11 @@ class HostError(TaggerError):
 
 
 def paste_safe(prompt: str) -> str:
-    """``prompt`` in a form the host's send-to parser hands back intact as the prompt (see module doc)."""
-    return (prompt or "").rstrip("\n") + _SEND_SUFFIX
+    """``prompt`` in a form the host's send-to parser hands back intact as the prompt (see module doc). An
+    infotext (a prompt, its negative prompt and settings line, as PNG Info sends them) goes as it is: the host
+    is meant to read its settings."""
+    text = (prompt or "").rstrip("\n")
+    return text if is_infotext(text) else text + _SEND_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -230,12 +234,12 @@ class WebUIHost(Host):
     def send_text(self, prompt: str) -> str:
         return paste_safe(prompt)
 
-    def add_send_buttons(self, image: Any, prompt: Any) -> list[Any]:
+    def add_send_buttons(self, image: Any, prompt: Any, name: str = "") -> list[Any]:
         import gradio as gr
 
         buttons = []
         for tab in SEND_TARGETS:
-            button = gr.Button(f"Send to {tab}", elem_id=f"tagger_send_{tab}")
+            button = gr.Button(f"Send to {tab}", elem_id=f"tagger_send_{name}_{tab}" if name else f"tagger_send_{tab}")
             self.m.infotext.register_paste_params_button(
                 self.m.infotext.ParamBinding(
                     paste_button=button, tabname=tab, source_text_component=prompt, source_image_component=image
@@ -266,8 +270,10 @@ class WebUIHost(Host):
 class TaggerExtension:
     """What the script registers: one engine for the tab and the API, created on first use."""
 
-    def __init__(self, modules: HostModules | None = None) -> None:
+    def __init__(self, modules: HostModules | None = None, tab: tuple[str, str] = (TAB_TITLE, TAB_ID)) -> None:
+        """``tab``: the tab's title and id (another one beside an older tagger extension whose tab has ours)."""
         self.modules = modules or load_host_modules()
+        self.tab = tab
         self.host = WebUIHost(self.modules)
         self._tagger: Any = None
 
@@ -317,7 +323,8 @@ class TaggerExtension:
         from tagger.ui import build_ui
 
         page = build_ui(self.tagger(), self.host)
-        return [(page.demo, TAB_TITLE, TAB_ID)]
+        title, tab_id = self.tab
+        return [(page.demo, title, tab_id)]
 
     def on_app_started(self, demo: Any, app: Any) -> None:
         cmd = getattr(self.modules.shared, "cmd_opts", None)

@@ -5,16 +5,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.modelgen import make_model_dir
+from tests.modelgen import CATEGORY_ROWS, make_model_dir
 
 
 @pytest.fixture(scope="session")
 def model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A models folder holding the generated test models: ``test-model`` (dynamic batch, S=32) and
-    ``test-model-b1`` (fixed batch 1)."""
+    """A models folder holding the generated test models: ``test-model`` (dynamic batch, S=32),
+    ``test-model-b1`` (fixed batch 1) and ``test-model-cats`` (with copyright, artist and meta tags too)."""
     root = tmp_path_factory.mktemp("models")
     make_model_dir(root / "test-model")
     make_model_dir(root / "test-model-b1", fixed_batch=True)
+    make_model_dir(root / "test-model-cats", rows=CATEGORY_ROWS)
     return root
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 RATING, GENERAL, CHARACTER = 9, 0, 4
+ARTIST, COPYRIGHT, META = 1, 3, 5
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,17 @@ ROWS: tuple[Row, ...] = (
     Row("kirisame_marisa", CHARACTER, (0, 0, 0), _logit(0.88)),
     Row("hakurei_reimu", CHARACTER, (0, 0, 0), _logit(0.3)),
     Row("smile", GENERAL, (0, 0, 0), _logit(0.36)),
+    Row("shiroko_(blue_archive)", CHARACTER, (0, 0, 0), _logit(0.15)),  # name_(series), under every default
 )
 NAMES = tuple(r.name for r in ROWS)
+# A model with Danbooru's other categories as well (deepghs' csv files carry them): copyright at 0.5 (below the
+# character threshold that copyright falls back to), an artist at 0.3, a meta tag at 0.7 (above the general one).
+CATEGORY_ROWS: tuple[Row, ...] = (
+    *ROWS,
+    Row("vocaloid", COPYRIGHT, (0, 0, 0), _logit(0.5)),
+    Row("some_artist", ARTIST, (0, 0, 0), _logit(0.3)),
+    Row("highres", META, (0, 0, 0), _logit(0.7)),
+)
 
 
 def write_csv(path: Path, rows: tuple[Row, ...] = ROWS) -> None:
@@ -114,3 +124,77 @@ def expected_probs(bgr_mean01: tuple[float, float, float], rows: tuple[Row, ...]
     m = np.asarray(bgr_mean01, dtype=np.float64)
     logits = np.array([np.dot(r.weights, m) + r.bias for r in rows])
     return 1 / (1 + np.exp(-logits))
+
+
+def build_family_model(
+    path: Path,
+    rows: tuple[Row, ...],
+    *,
+    layout: str = "NCHW",
+    size: int | None = 448,
+    input_name: str = "input",
+    outputs: tuple[tuple[str, str], ...] = (("output", "probs"),),
+    embedding_dim: int = 4,
+) -> None:
+    """A stand-in with another family's contract: one image input ``[N, 3, S, S]`` (NCHW) or ``[N, S, S, 3]``
+    (NHWC), ``size`` None for symbolic height and width (ML-Danbooru's exports), and ``outputs`` in order, each
+    ``(name, kind)``: ``probs`` (sigmoid of the logits), ``logits``, ``embedding`` ([N, embedding_dim]) or
+    ``other`` (half the logits: a second prediction the model also gives, as Camie's initial one).
+
+    The logits are ``channel_means @ W + B`` over the tensor as fed (channels in the order fed, values as
+    normalised), so ``family_expected`` computes the answer from a reference tensor."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    spatial: list[int | str] = [size, size] if size else ["height", "width"]
+    shape = ["batch", 3, *spatial] if layout == "NCHW" else ["batch", *spatial, 3]
+    axes = [2, 3] if layout == "NCHW" else [1, 2]
+    inp = helper.make_tensor_value_info(input_name, TensorProto.FLOAT, shape)
+    w = np.array([r.weights for r in rows], dtype=np.float32).T  # [3, T], on the fed values
+    b = np.array([r.bias for r in rows], dtype=np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", [input_name], ["mean"], axes=axes, keepdims=0),
+        helper.make_node("MatMul", ["mean", "W"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "B"], ["raw_logits"]),
+    ]
+    kinds = {kind for _, kind in outputs}
+    init = [numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")]
+    if "embedding" in kinds:
+        init.append(numpy_helper.from_array(EMBEDDING_WEIGHTS[:, :embedding_dim].copy(), "E"))
+    if "other" in kinds:
+        init.append(numpy_helper.from_array(np.float32(0.5), "HALF"))
+    outs = []
+    for name, kind in outputs:
+        source = {"probs": "Sigmoid", "logits": "Identity", "embedding": "MatMul", "other": "Mul"}[kind]
+        args = {
+            "probs": ["raw_logits"],
+            "logits": ["raw_logits"],
+            "embedding": ["mean", "E"],
+            "other": ["raw_logits", "HALF"],
+        }[kind]
+        nodes.append(helper.make_node(source, args, [name]))
+        dim = embedding_dim if kind == "embedding" else len(rows)
+        outs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", dim]))
+    graph = helper.make_graph(nodes, "family_test", [inp], outs, initializer=init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="tagger-tests")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+EMBEDDING_WEIGHTS = np.array(
+    [[1.0, 0.5, -1.0, 0.25, 2.0, -0.5], [0.0, 2.0, 1.0, -1.0, 0.5, 1.5], [-1.0, 0.25, 0.5, 3.0, 1.0, 0.0]],
+    dtype=np.float32,
+)
+
+
+def family_expected(tensor: np.ndarray, rows: tuple[Row, ...], layout: str = "NCHW") -> np.ndarray:
+    """The probabilities the stand-in gives for an input tensor (one image, no batch axis)."""
+    means = np.asarray(tensor, dtype=np.float64).mean(axis=(1, 2) if layout == "NCHW" else (0, 1))
+    logits = np.array([np.dot(r.weights, means) + r.bias for r in rows])
+    return 1 / (1 + np.exp(-logits))
+
+
+def family_embedding(tensor: np.ndarray, layout: str = "NCHW", dim: int = 4) -> np.ndarray:
+    means = np.asarray(tensor, dtype=np.float64).mean(axis=(1, 2) if layout == "NCHW" else (0, 1))
+    return means @ EMBEDDING_WEIGHTS[:, :dim].astype(np.float64)

@@ -304,7 +304,7 @@ def test_new_response_fields(client: httpx.Client, engine: Tagger) -> None:
         "caption",
         *("prompt", "rating", "general", "character"),
         *("model", "provider", "provider_note", "elapsed", "warnings"),
-    ]
+    ]  # a WD14 model, an image without generation data: no categories, embedding, embedded or comparison
     direct = engine.tag_image("test-model", image_bytes(RED)).result
     assert body["prompt"] == direct.prompt
     assert body["rating"] == direct.rating and list(body["rating"]) == list(direct.rating)
@@ -333,6 +333,15 @@ OPTION_CASES: dict[str, dict[str, Any]] = {
     "escape": {"escape": False},
     "weights": {"weights": True},
     "include_rating": {"include_rating": True},
+    "exclude_categories": {"exclude_categories": ["character"]},  # kirisame_marisa (0.88) goes
+    # test-model-cats has copyright tags: vocaloid (0.5) passes at 0.4, not at the character threshold it falls back to
+    "category_thresholds": {"category_thresholds": {"copyright": 0.4}, "model": "test-model-cats"},
+    "rating_position": {"rating_position": "last", "include_rating": True},
+    "character_first": {"character_first": True},
+    "character_expand": {"character_expand": True, "character_threshold": 0.1},
+    "always_first": {"always_first": ["long hair"]},
+    "separator": {"separator": ","},
+    "tag_replacement": {"tag_replacement": "solo,alone"},
 }
 
 
@@ -342,13 +351,14 @@ def test_every_option_has_a_case() -> None:
 
 @pytest.mark.parametrize("option", sorted(OPTION_CASES))
 def test_every_option_field_works(client: httpx.Client, engine: Tagger, option: str) -> None:
-    fields = OPTION_CASES[option]
+    fields = dict(OPTION_CASES[option])
+    model = fields.pop("model", "test-model")
     baseline = {k: v for k, v in fields.items() if k != option}
-    body = interrogate(client, image=png_b64(RED), **fields)
-    direct = engine.tag_image("test-model", image_bytes(RED), options_from_mapping(fields)).result
+    body = interrogate(client, image=png_b64(RED), model=model, **fields)
+    direct = engine.tag_image(model, image_bytes(RED), options_from_mapping(fields)).result
     got = (body["prompt"], body["general"], body["character"], body["rating"])
     assert got == (direct.prompt, direct.general, direct.character, direct.rating)
-    without = interrogate(client, image=png_b64(RED), **baseline)
+    without = interrogate(client, image=png_b64(RED), model=model, **baseline)
     assert (without["prompt"], without["general"], without["character"]) != got[:3], f"{option} had no effect"
 
 
@@ -486,7 +496,8 @@ def test_batch_in_order_with_per_item_errors(client: httpx.Client, queue_lock: C
     for i, rgb in ((0, RED), (2, GREEN), (4, BLACK)):
         single = interrogate(client, image=png_b64(rgb), model=model, threshold=0.5)
         assert results[i]["error"] is None
-        assert results[i]["result"] == {k: single[k] for k in ("caption", "prompt", "rating", "general", "character")}
+        expected = {k: single[k] for k in ("caption", "prompt", "rating", "general", "character")}
+        assert results[i]["result"] == expected
     # On CPU a dynamic-batch model runs one image per run, as does a fixed batch-1 model: one lock per run.
     assert queue_lock.count - before == 3 + 3
 
@@ -706,7 +717,8 @@ def test_openapi_schema_documents_every_field(server: LiveServer) -> None:
         props = request["properties"]
         for field, f in OPTION_FIELDS.items():
             assert props[field]["description"].startswith(f.metadata["description"]), field
-            assert _ranges(props[field]) == (f.metadata.get("ge"), f.metadata.get("le")), field
+            if field != "category_thresholds":  # an object: its values' range is in the description
+                assert _ranges(props[field]) == (f.metadata.get("ge"), f.metadata.get("le")), field
         assert _ranges(props["threshold"]) == (0, 1)
         for field in ("model", "threshold", "image" if path == "interrogate" else "images"):
             assert props[field]["description"]
@@ -981,3 +993,29 @@ def test_answers_from_the_probability_cache(model_root: Path, tmp_path: Path) ->
             "/interrogate/batch", json={"images": [png_b64(GREEN), png_b64(RED)], "model": "test-model"}
         ).json()
         assert mixed["provider"] == "CPU" and "hatsune_miku" in mixed["results"][0]["result"]["character"]
+
+
+def test_our_routes_answer_before_another_extensions_on_the_same_paths(
+    engine: Tagger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The older tagger extensions serve /tagger/v1/... too; Starlette answers with the first match."""
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    app.add_api_route(f"{PREFIX}/interrogate", lambda: {"theirs": True}, methods=["POST"])
+    app.add_api_route("/elsewhere", lambda: {"theirs": True}, methods=["GET"])
+    with caplog.at_level("WARNING", logger="tagger.api"):
+        mount_api(app, engine)
+    assert f"{PREFIX}/interrogate" in caplog.text and "another extension also serves" in caplog.text
+    with LiveServer(app) as live, live.client() as c:
+        assert "red_theme" in c.post("/interrogate", json={"image": png_b64(RED), **GOOD}).json()["general"]
+        assert httpx.get(live.url + "/elsewhere", trust_env=False).json() == {"theirs": True}
+
+
+def test_a_model_by_its_display_name(client: httpx.Client) -> None:
+    """GET models shows display names; a client that sends one back gets that model, with a warning."""
+    shown = {m["display_name"]: m["name"] for m in client.get("/models").json()["models"]}
+    display = next(d for d, n in shown.items() if n == "test-model")
+    assert display != "test-model"
+    body = interrogate(client, image=png_b64(RED), model=display)
+    assert body["model"] == "test-model" and any("test-model" in w for w in body["warnings"])

@@ -77,8 +77,13 @@ def _post(client: httpx.Client, path: str, body: Any) -> httpx.Response:
 
 
 def _check(resp: httpx.Response) -> None:
-    assert resp.status_code < 500, resp.text[:2000]
     body = resp.json()
+    # The one 5xx a request may get: 503 for a catalog model that is not here and cannot be downloaded
+    # (wd-vit-tagger-v3 with this engine's downloads off), the answer README documents.
+    unavailable = (
+        resp.status_code == 503 and body.get("field") == "model" and "could not be downloaded" in body["error"]
+    )
+    assert resp.status_code < 500 or unavailable, resp.text[:2000]
     if resp.status_code >= 400:
         assert set(body) == {"error", "field", "detail"}, body
     else:

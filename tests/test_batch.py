@@ -21,6 +21,7 @@ from tagger.options import TagOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+CAPTION = TagOptions(escape=False)  # caption files are written without the WebUI's escapes
 
 
 @pytest.fixture
@@ -231,7 +232,7 @@ def test_same_stem_images_never_share_a_caption_silently(tagger, tmp_path):
     s = run(tagger, [tmp_path], batch_size=16)  # both images are in one model run before anything is written
     assert (s.tagged, s.skipped, s.failed) == (2, 0, 1)
     # the first in the walk's sorted order keeps the caption; the second is reported with the way out
-    expected = tagger.tag_image("test-model", tmp_path / "pic.jpg").result.prompt
+    expected = tagger.tag_image("test-model", tmp_path / "pic.jpg", CAPTION).result.prompt
     assert (tmp_path / "pic.txt").read_text(encoding="utf-8") == expected
     [(path, reason)] = s.failures
     assert path == str(tmp_path / "pic.png") and "pic.jpg" in reason and "[name].[extension].txt" in reason
@@ -239,7 +240,9 @@ def test_same_stem_images_never_share_a_caption_silently(tagger, tmp_path):
     assert (again.tagged, again.skipped, again.failed) == (0, 2, 1)
     both = run(tagger, [tmp_path], filename_format="[name].[extension].txt")
     assert (both.tagged, both.failed) == (3, 0)
-    assert (tmp_path / "pic.png.txt").read_text() == tagger.tag_image("test-model", tmp_path / "pic.png").result.prompt
+    assert (tmp_path / "pic.png.txt").read_text() == tagger.tag_image(
+        "test-model", tmp_path / "pic.png", CAPTION
+    ).result.prompt
 
 
 def test_same_names_from_two_folders_into_one_output_folder(tagger, tmp_path):
@@ -316,7 +319,7 @@ def test_killed_midway_then_resumed(model_root, tmp_path, sig):
     clean = Tagger(model_root, "cpu", download=False)
     for cap in written:  # every caption there is complete: exactly what a clean run writes
         image = cap.with_suffix(".png")
-        assert cap.read_text(encoding="utf-8") == clean.tag_image("test-model", image).result.prompt, cap
+        assert cap.read_text(encoding="utf-8") == clean.tag_image("test-model", image, CAPTION).result.prompt, cap
     assert not list(data.rglob(".*.tmp")) or sig == signal.SIGKILL  # Ctrl-C leaves no temporary files
     gate.unlink()
     img(gate, (0, 40, 200), size=(300, 200))

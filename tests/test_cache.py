@@ -120,7 +120,7 @@ def test_batch_rethreshold_without_the_model(model_root, tmp_path, images):
     cache_path = tmp_path / "c.sqlite3"
     folder = images[0].parent
     run_batch(Tagger(model_root, "cpu", cache=ProbCache(cache_path)), "test-model", BatchConfig([folder]), TagOptions())
-    new_opts = TagOptions(general_threshold=0.5, exclude_tags=("solo",), weights=True)
+    new_opts = TagOptions(general_threshold=0.5, exclude_tags=("solo",), weights=True, escape=False)  # as captions
     fresh = Tagger(model_root, "cpu", cache=ProbCache(cache_path))
     s = run_batch(fresh, "test-model", BatchConfig([folder], existing="overwrite"), new_opts)
     assert s.tagged == 5 and fresh.loaded() == [], "the model must not be loaded when every image is cached"

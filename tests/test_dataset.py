@@ -97,6 +97,25 @@ def test_without_ray_a_clear_error(model_root, tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def _flags(command: str) -> set[str]:
+    from tagger.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {flag for action in sub.choices[command]._actions for flag in action.option_strings}
+
+
+def test_dataset_takes_every_tag_option_of_tag():
+    """Every tag option and caption-file flag of `tag` (thresholds by category, --exclude-categories, --escape,
+    --rating-last, backups, --caption-from...) is a `dataset` flag spelled the same; only what needs one machine
+    or one process's output stays `tag`'s."""
+    tag_only = {"--format", "--cache", "--no-cache", "-r", "--recursive", "--metadata", "--workers",
+                "--frequency-tags", "--frequency-csv", "--dry-run", "--stats"}  # fmt: skip
+    assert _flags("tag") - _flags("dataset") == tag_only
+    assert {"--threshold", "--exclude-categories", "--escape", "--caption-separator", "--no-backup"} <= _flags(
+        "dataset"
+    )
+
+
 # -- small pieces that need pyarrow, not a cluster -------------------------------------------------------------
 
 
@@ -182,7 +201,9 @@ def mixed_folder(tmp_path: Path) -> Path:
 def test_folder_to_parquet(ray_local, model_root, mixed_folder, tmp_path, capsys):
     from tagger.dataset import errors_schema, output_schema
 
-    engine, options = Tagger(model_root, "cpu", download=False, progress=False), TagOptions(general_threshold=0.5)
+    # the caption column is a caption file's text: plain unless --escape, as `tag DIR` writes captions
+    engine = Tagger(model_root, "cpu", download=False, progress=False)
+    options = TagOptions(general_threshold=0.5, escape=False)
     out = tmp_path / "out"
     code = dataset(model_root, str(mixed_folder), "-o", str(out), "--rows-per-file", "2", "--general-threshold", "0.5")
     err = capsys.readouterr().err
@@ -245,7 +266,7 @@ def test_captions_are_byte_identical_to_tag_dir(ray_local, model_root, tmp_path,
     b = tmp_path / "b"
     shutil.copytree(a, b)
     opts = ["--existing", "append", "--json", "--general-threshold", "0.3", "--weights", "--exclude", "solo",
-            "--rating", "--add", "masterpiece"]  # fmt: skip
+            "--rating-last", "--add", "masterpiece"]  # fmt: skip
     assert main(["tag", str(a), "-r", "--model", "test-model", "--models-dir", str(model_root), *opts]) == 1
     capsys.readouterr()
     out = tmp_path / "out"
@@ -253,9 +274,11 @@ def test_captions_are_byte_identical_to_tag_dir(ray_local, model_root, tmp_path,
     err = capsys.readouterr().err
     assert "tagged 4, skipped 0 (already in OUT), failed 2" in err
 
-    written_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".txt", ".json"))
-    written_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.suffix in (".txt", ".json"))
-    assert written_a == written_b and len(written_a) == 8  # 4 captions (one appended to), 4 sidecars
+    written_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".txt", ".json", ".bak"))
+    written_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.suffix in (".txt", ".json", ".bak"))
+    # 4 captions (one appended to; plain text, as `tag` writes them), 4 sidecars, the appended one's backup
+    assert written_a == written_b and len(written_a) == 9
+    assert (b / "red one.txt.bak").read_text(encoding="utf-8") == "hand written, long_hair\n"
     for rel in written_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     errors = read_errors(out)

@@ -496,20 +496,36 @@ def test_older_extensions_names_are_catalog_models(name: str, expected: str) -> 
     assert catalog.canonical(f"  {name.upper()} ") == expected
 
 
-def test_names_of_models_not_in_the_catalog_stay_unknown(models_dir: Path) -> None:
-    # the v1 taggers (SmilingWolf/wd-v1-4-vit-tagger, -convnext-tagger) and other families are not in the
-    # catalog: their names must not land on a v2 model whose name looks alike
-    for name in ("wd14-vit", "wd14-convnext", "wd14-vit.v1", "WD14 ViT v1", "mld-caformer.dec-5-97527", "", "v2"):
+def test_older_extensions_names_of_the_other_families_name_their_own_models(models_dir: Path) -> None:
+    # the v1 taggers, ML-Danbooru and Z3D are in the catalog now: their names (toriato's, picobyte's) land on
+    # those models, never on a v2 model whose name looks alike
+    expected = {
+        "wd14-vit": "wd-v1-4-vit-tagger",
+        "wd14-vit.v1": "wd-v1-4-vit-tagger",
+        "WD14 ViT v1": "wd-v1-4-vit-tagger",
+        "wd14-convnext": "wd-v1-4-convnext-tagger",
+        "wd14-convnext.v1": "wd-v1-4-convnext-tagger",
+        "WD14 ConvNeXT v1": "wd-v1-4-convnext-tagger",
+        "mld-caformer.dec-5-97527": "ml-danbooru-caformer-dec-5-97527",
+        "mld-tresnetd.6-30000": "ml-danbooru-tresnetd-6-30000",
+        "Z3D-E621-Convnext": "z3d-e621-convnext",
+    }
+    for name, model in expected.items():
+        assert catalog.canonical(name) == model
+    for name in ("", "v2", "deepghs/ml-danbooru-onnx"):  # a repository holding two models names neither
         assert catalog.canonical(name) is None
-    with pytest.raises(ModelUnavailableError, match="Unknown model 'wd14-vit'"):
+    with pytest.raises(ModelUnavailableError, match=r"'wd-v1-4-vit-tagger' \(SmilingWolf/wd-v1-4-vit-tagger\)"):
         hub.resolve_model("wd14-vit", models_dir, download=False)
 
 
 def test_aliases_are_unambiguous() -> None:
     owner: dict[str, str] = {}
+    repos = [m.repo_id for m in CATALOG]
     for model in CATALOG:
-        assert catalog.canonical(model.name) == model.name and catalog.canonical(model.repo_id) == model.name
-        for spelling in (model.name, model.repo_id, *model.aliases):
+        unique = repos.count(model.repo_id) == 1
+        assert catalog.canonical(model.name) == model.name
+        assert catalog.canonical(model.repo_id) == (model.name if unique else None)
+        for spelling in (model.name, *([model.repo_id] if unique else []), *model.aliases):
             key = spelling.casefold()
             assert owner.setdefault(key, model.name) == model.name, f"{spelling!r} names two models"
             assert spelling == spelling.strip() and spelling
@@ -523,14 +539,18 @@ def test_aliases_are_unambiguous() -> None:
 def catalog_stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubStub]:
     """The stand-in Hub serving every catalog repository, each with content of its own."""
     with HubStub() as server:
-        for model in CATALOG:
-            server.add_repo(model.repo_id, {"model.onnx": repo_onnx(model), "selected_tags.csv": CSV}, model.revision)
+        repos: dict[tuple[str, str], dict[str, bytes]] = {}
+        for model in CATALOG:  # a repository may hold several models (ML-Danbooru's two)
+            files = repos.setdefault((model.repo_id, model.revision), {})
+            files.update({model.files[0]: repo_onnx(model), model.files[1]: CSV})
+        for (repo_id, revision), files in repos.items():
+            server.add_repo(repo_id, files, revision)
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
 
 
 def repo_onnx(model) -> bytes:
-    return model.repo_id.encode() * 64
+    return f"{model.repo_id}/{model.model_file}".encode() * 64
 
 
 @pytest.mark.parametrize(
@@ -542,7 +562,7 @@ def test_every_alias_downloads_its_model(catalog_stub: HubStub, tmp_path: Path, 
     assert (files.name, files.repo_id, files.revision, files.source) == (
         model.name, model.repo_id, model.revision, "download"
     )  # fmt: skip
-    assert files.model_path == models_dir / model.name / "model.onnx"
+    assert files.model_path == models_dir / model.name / model.files[0]
     assert files.model_path.read_bytes() == repo_onnx(model)
     asked = [r.path for r in catalog_stub.requests if "/resolve/" in r.path]
     assert asked and all(f"/{model.repo_id}/resolve/{model.revision}/" in path for path in asked)

@@ -22,7 +22,12 @@ def test_csv_is_read_by_category_with_quoting(tmp_path):
     assert labels.names == tuple(r.name for r in ROWS)
     assert 'tag "quoted", comma\'s' in labels.names
     assert [labels.names[i] for i in labels.rating] == ["general", "sensitive", "questionable", "explicit"]
-    assert [labels.names[i] for i in labels.character] == ["hatsune_miku", "kirisame_marisa", "hakurei_reimu"]
+    assert [labels.names[i] for i in labels.character] == [
+        "hatsune_miku",
+        "kirisame_marisa",
+        "hakurei_reimu",
+        "shiroko_(blue_archive)",
+    ]
 
 
 def test_default_thresholds_select_expected_tags():

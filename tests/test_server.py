@@ -120,7 +120,7 @@ def test_the_page_works_in_a_browser_behind_auth(live: LiveServer, tmp_path: Pat
         try:
             context = browser.new_context(http_credentials={"username": "alice", "password": USERS["alice"]})
             page = context.new_page()
-            page.set_default_timeout(20_000)
+            page.set_default_timeout(60_000)  # generous: a loaded 2-core machine, not a deadline of the page
             page.goto(live.url + "/")
             page.set_input_files("#tagger_image input[type=file]", str(image))
             page.wait_for_selector("#tagger_image img")
@@ -188,9 +188,10 @@ def confined(model_root: Path, tmp_path: Path) -> Any:
     return build_ui(Tagger(model_root, "cpu"), host)
 
 
-def batch(page: Any, folder: str, output: str = "", recursive: bool = False) -> dict[Any, Any]:
+def batch(page: Any, folder: str, output: str = "", recursive: bool = False, metadata: str = "") -> dict[Any, Any]:
     data = inputs(page, batch_token="t", batch_input=folder, batch_recursive=recursive, batch_output=output,
-                  batch_format="[name].txt", batch_existing="skip", batch_json=False)  # fmt: skip
+                  batch_format="[name].txt", batch_existing="skip", batch_json=False, batch_escape=False,
+                  batch_backup=True, batch_metadata=metadata, batch_workers=0)  # fmt: skip
     return list(page.run_batch(data))[-1]
 
 
@@ -204,13 +205,14 @@ def test_page_batches_inside_the_roots_only(confined: Any, tmp_path: Path) -> No
     red(outside / "b.png")
     (allowed / "link").symlink_to(outside, target_is_directory=True)
     refused = [
-        (str(outside), ""),
-        (str(allowed / ".." / "outside"), ""),  # ".." is resolved
-        (str(allowed / "link"), ""),  # so are links
-        (str(allowed / "imgs"), str(outside / "captions")),  # the output folder too
+        (str(outside), "", ""),
+        (str(allowed / ".." / "outside"), "", ""),  # ".." is resolved
+        (str(allowed / "link"), "", ""),  # so are links
+        (str(allowed / "imgs"), str(outside / "captions"), ""),  # the output folder too
+        (str(allowed / "imgs"), "", str(outside / "meta.json")),  # and the metadata file
     ]
-    for folder, output in refused:
-        final = batch(confined, folder, output)
+    for folder, output, metadata in refused:
+        final = batch(confined, folder, output, metadata=metadata)
         status = final[confined.status]
         assert "outside the folders batches may use here" in status and str(allowed.resolve()) in status, folder
         assert "--batch-root" in status

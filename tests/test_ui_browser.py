@@ -339,6 +339,27 @@ def test_a_rerun_that_skips_everything_shows_no_headerless_table(
     assert "No tags." in page.inner_text("#tagger_batch_chart")
 
 
+def test_preview_then_a_batch_with_character_tags_first(page: Any, images: dict[str, Path], tmp_path: Path) -> None:
+    """The batch panel's new controls and the caption-order accordion reach the handlers in the real page."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("pic.png", "pic.jpg", "a.png"):
+        shutil.copy(images["red"], folder / name)
+    page.click("#tagger_batch_tab-button, button:has-text('Batch from folder')")
+    set_text(page, "tagger_batch_input", str(folder))
+    set_text(page, "tagger_batch_output", "")
+    page.click("#tagger_batch_preview")
+    summary_says(page, "Preview, nothing written: 3 images: 2 new, 0 skip")
+    assert "already the caption of" in page.inner_text("#tagger_batch_summary")
+    assert sorted(p.name for p in folder.iterdir()) == ["a.png", "pic.jpg", "pic.png"]
+    page.click("#tagger_captions")  # open the accordion
+    page.check("#tagger_opt_character_first input[type=checkbox]")
+    page.click("#tagger_batch_start")
+    summary_says(page, "2 tagged")
+    assert (folder / "a.txt").read_text(encoding="utf-8").startswith("kirisame marisa, red theme")
+    page.uncheck("#tagger_opt_character_first input[type=checkbox]")
+
+
 def test_cancel_says_cancelling_until_the_batch_stops(
     page: Any, server: LiveServer, images: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -562,3 +583,138 @@ def test_first_use_download_shows_progress_in_the_page(
         finally:
             context.close()
             live.stop()
+
+
+def test_category_rows_show_for_the_model_chosen_in_the_dropdown(browser: Any, tmp_path: Path) -> None:
+    """Issue 10: the threshold and include switch of a category show for the models that have it only, and a
+    model chosen in the dropdown starts at its own thresholds (Camie: 0.61)."""
+    from tagger.host import HostDefaults
+    from tagger.server import build_app
+    from tests.modelgen import make_model_dir
+    from tests.test_families import BY_ID, build
+
+    models = tmp_path / "models"
+    make_model_dir(models / "test-model")
+    build(models, BY_ID["camie"])
+    app = build_app(
+        models_dir=models, device="cpu", defaults=HostDefaults(model="test-model"), presets_dir=tmp_path / "p"
+    )
+    live = LiveServer(app)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        pg.wait_for_selector("#tagger_include_general", state="visible")
+        pg.wait_for_selector("#tagger_category_copyright", state="hidden")
+        pg.wait_for_selector("#tagger_captions", state="visible")  # the training-caption options beside them
+        pg.click("#tagger_model input")
+        pg.click("#tagger_model ul.options li:has-text('camie-tagger-v2 · downloaded')")
+        for name in ("copyright", "artist", "meta", "year"):
+            pg.wait_for_selector(f"#tagger_category_{name}", state="visible")
+        pg.wait_for_selector("#tagger_category_species", state="hidden")
+        pg.wait_for_function(
+            "() => document.querySelector('#tagger_opt_general_threshold input[type=number]').value === '0.61'"
+        )
+        assert pg.input_value("#tagger_threshold_artist input[type=number]") == "0.61"
+        pg.click("#tagger_model input")
+        pg.click("#tagger_model ul.options li:has-text('test-model · local')")
+        pg.wait_for_selector("#tagger_category_copyright", state="hidden")
+    finally:
+        context.close()
+        live.stop()
+
+
+# -- an image that carries its generation data, in the WebUI tab ---------------------------------------------
+
+from tests.test_webui_glue import host  # noqa: E402, F401 - the stand-in host's modules (tests/hoststub), a fixture
+
+
+def wait_value(pg: Any, selector: str, predicate: str) -> str:
+    """Wait until the textarea/input at ``selector`` satisfies the JS ``predicate`` on ``t``; return its value."""
+    try:
+        pg.wait_for_function(
+            f"() => {{ const e = document.querySelector({selector!r}); const t = e ? e.value : null;"
+            f" return t !== null && ({predicate}); }}"
+        )
+    except sync_api.TimeoutError:
+        raise AssertionError(
+            f"{selector} never satisfied {predicate!r}: {pg.evaluate(f'() => document.querySelector({selector!r})?.value')!r}"
+            f", status={pg.inner_text('#tagger_status')!r}"
+        ) from None
+    return pg.evaluate(f"() => document.querySelector({selector!r}).value")
+
+
+def test_generation_data_beside_the_tags_and_the_merge_sent_to_txt2img(browser: Any, host: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The tab inside a stand-in of the WebUI (tests/hoststub: its callbacks and its send-to wiring, with a
+    txt2img tab of three fields). A PNG written as the WebUI writes it shows its prompt, negative prompt and
+    settings when dropped, the comparison once tagged, and the merged prompt reaches txt2img intact: alone by
+    default, with the negative prompt and settings when asked."""
+    import gradio as gr
+    from fastapi import FastAPI
+    from modules import infotext_utils, shared
+
+    from tagger.embedded import parse_infotext
+    from tagger.ui.compat import enable_queue
+    from tagger.webui import TaggerExtension
+    from tests import geninfo
+
+    prompt, negative, settings = parse_infotext(geninfo.INFOTEXT)
+    shared.opts.data["tagger_default_model"] = "test-model"
+    ((tab, _, _),) = TaggerExtension().on_ui_tabs()
+    with gr.Blocks(analytics_enabled=False) as demo:
+        with gr.Tabs(selected="tagger"):
+            with gr.Tab("txt2img", id="txt2img"):
+                fields = [
+                    (gr.Textbox(label="Prompt", elem_id="txt2img_prompt"), "Prompt"),
+                    (gr.Textbox(label="Negative prompt", elem_id="txt2img_neg_prompt"), "Negative prompt"),
+                    (gr.Textbox(label="Steps", elem_id="txt2img_steps"), "Steps"),
+                ]
+            with gr.Tab("Tagger", id="tagger"):
+                tab.render()
+        infotext_utils.paste_fields["txt2img"] = fields
+        infotext_utils.connect_paste_params_buttons()
+    enable_queue(demo, 2)
+    live = LiveServer(gr.mount_gradio_app(FastAPI(), demo, path="/"))
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    try:
+        pg = context.new_page()
+        pg.set_default_timeout(TIMEOUT_MS)
+        pg.goto(live.url)
+        pg.wait_for_selector("#tagger_interrogate")
+        assert not pg.is_visible("#tagger_embedded")
+        pg.set_input_files("#tagger_image input[type=file]", str(geninfo.a1111_png(tmp_path / "made.png")))
+        pg.wait_for_selector("#tagger_image img")
+        # At once, without a click: what the image says.
+        assert wait_value(pg, "#tagger_embedded_prompt textarea", "t.length > 0") == prompt
+        assert wait_value(pg, "#tagger_embedded_negative textarea", "t.length > 0") == negative
+        assert wait_value(pg, "#tagger_embedded_settings textarea", "t.length > 0") == settings
+        assert pg.is_visible("#tagger_embedded") and "A1111 / Forge" in pg.inner_text("#tagger_embedded_source")
+        assert "Interrogate to compare" in pg.inner_text("#tagger_comparison")
+        # Tagged: both prompts, the four groups, the merge.
+        pg.click("#tagger_interrogate")
+        tagged = wait_prompt(pg, "t.length > 0")
+        merged = wait_value(pg, "#tagger_merged_prompt textarea", "t.length > 0")
+        assert tagged.startswith("red theme, solo") and pg.input_value("#tagger_embedded_prompt textarea") == prompt
+        assert merged.startswith("masterpiece, (solo:1.2), long_hair, smile, <lora:myStyle:0.8>, sks_style, 東方, red")
+        groups = pg.inner_text("#tagger_comparison")
+        for title in ("Confirmed by the tagger", "Seen only weakly", "Not judgeable", "Added by the tagger"):
+            assert title in groups
+        weak = pg.inner_text("#tagger_comparison [data-group=weak]")
+        assert "hakurei reimu" in weak and "0.30" in weak
+        # Sent to txt2img: the merged prompt intact, nothing else touched.
+        pg.click("#tagger_send_merged_txt2img")
+        assert wait_value(pg, "#txt2img_prompt textarea", "t.length > 0") == merged
+        assert pg.evaluate("() => document.querySelector('#txt2img_neg_prompt textarea').value") == ""
+        assert pg.evaluate("() => document.querySelector('#txt2img_steps textarea').value") == ""
+        # With the embedded settings: the negative prompt and the steps too; the prompt is the same.
+        pg.check("#tagger_send_settings input[type=checkbox]")
+        wait_value(pg, "#tagger_merged_prompt textarea", "t.includes('Steps: 20')")
+        pg.click("#tagger_send_merged_txt2img")
+        assert wait_value(pg, "#txt2img_steps textarea", "t === '20'") == "20"
+        assert wait_value(pg, "#txt2img_neg_prompt textarea", "t.length > 0") == negative
+        assert pg.evaluate("() => document.querySelector('#txt2img_prompt textarea').value") == merged
+    finally:
+        context.close()
+        live.stop()

@@ -19,14 +19,16 @@ if importlib.util.find_spec("gradio") is None:  # absent: skip; installed but br
 
 import gradio as gr
 
-from tagger.batch import BatchProgress, BatchSummary
+from tagger.batch import BatchProgress, BatchSummary, top_tags, write_counts_csv
+from tagger.cache import ProbCache
+from tagger.compare import REASONS
 from tagger.engine import Tagger
 from tagger.host import HostDefaults, StandaloneHost
 from tagger.hub import ModelInfo
 from tagger.options import OPTION_FIELDS, TagOptions
 from tagger.presets import PresetError, PresetStore
 from tagger.ui import build_ui, render
-from tagger.ui.controls import label_of
+from tagger.ui.controls import CATEGORY_FIELDS, label_of
 from tagger.webui import settings_list
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +59,8 @@ def red() -> Image.Image:
 
 
 def test_every_option_has_a_control_with_its_default_range_and_description(page: Any) -> None:
-    assert list(page.controls.components) == list(OPTION_FIELDS)
+    # the per-category fields have a slider and a switch per category instead (test_category_controls_...)
+    assert list(page.controls.components) == [n for n in OPTION_FIELDS if n not in CATEGORY_FIELDS]
     d = TagOptions()
     for name, comp in page.controls.components.items():
         f = OPTION_FIELDS[name]
@@ -166,6 +169,100 @@ def test_interrogate_on_drop_follows_the_setting(page: Any) -> None:
     assert page.prompt in page.interrogate_on_drop(inputs(page, image=red()), NO_PROGRESS)
 
 
+# -- the image's own generation data ---------------------------------------------------------------------
+
+
+def made_by_a1111(tmp_path: Path) -> Image.Image:
+    """A PNG written as the WebUI writes it, opened as gradio hands it to the page (decoded and converted)."""
+    from tests import geninfo
+
+    with Image.open(geninfo.a1111_png(tmp_path / "made.png")) as im:
+        return im.convert("RGBA")
+
+
+def panel_inputs(page: Any, **overrides: Any) -> dict[Any, Any]:
+    panel = page.embedded
+    data = inputs(page, **{k: v for k, v in overrides.items() if k not in ("keep", "send", "shown")})
+    data.update({panel.keep_networks: overrides.get("keep", True), panel.send_settings: overrides.get("send", False)})
+    data[panel.state] = overrides.get("shown")
+    return data
+
+
+def test_a_dropped_image_shows_its_generation_data_at_once(page: Any, tmp_path: Path) -> None:
+    from tagger.embedded import parse_infotext
+    from tests import geninfo
+
+    panel = page.embedded
+    prompt, negative, settings = parse_infotext(geninfo.INFOTEXT)
+    shown = panel.show(made_by_a1111(tmp_path), True, False)
+    assert shown[panel.group]["visible"] is True
+    assert (shown[panel.prompt], shown[panel.negative], shown[panel.settings]) == (prompt, negative, settings)
+    assert "A1111 / Forge" in shown[panel.source] and render.COMPARE_PENDING in shown[panel.comparison]
+    assert shown[panel.merged] == "" and page.tagger.loaded() == []  # no model ran for it
+    plain = panel.show(red(), True, False)
+    assert plain[panel.group]["visible"] is False and plain[panel.state].data is None
+    assert panel.show(None, True, False)[panel.group]["visible"] is False
+
+
+def test_tagging_compares_and_option_changes_follow(page: Any, tmp_path: Path) -> None:
+    panel = page.embedded
+    image = made_by_a1111(tmp_path)
+    out = page.tag_and_compare(panel_inputs(page, image=image), NO_PROGRESS)
+    assert out[page.prompt] == page.interrogate(inputs(page, image=image), NO_PROGRESS)[page.prompt]
+    groups = out[panel.comparison]
+    assert "Confirmed by the tagger" in groups and "<span>hakurei reimu</span> <b>0.30</b>" in groups
+    assert "<span>&lt;lora:myStyle:0.8&gt;</span> <i>LoRA or other extra network</i>" in groups
+    merged = out[panel.merged]
+    assert merged.startswith("masterpiece, (solo:1.2), long_hair, smile, <lora:myStyle:0.8>, sks_style, 東方, ")
+    assert "hakurei" not in merged and "red theme" in merged
+    # A threshold under hakurei_reimu's 0.3 (the page's host starts general at 0.3): it is confirmed now.
+    later = page.retag_and_compare(
+        panel_inputs(page, last=out[page.last], shown=out[panel.state], character_threshold=0.25)
+    )
+    assert "hakurei reimu" in later[panel.merged] and later[page.prompt] != out[page.prompt]
+    # The switches: LoRA references out of both prompts; the negative prompt and settings sent along.
+    switched = page.switch_embedded(
+        panel_inputs(page, last=out[page.last], shown=out[panel.state], keep=False, send=True)
+    )
+    assert "<lora" not in switched[panel.prompt] and "<lora" not in switched[panel.merged]
+    assert switched[panel.merged].endswith(
+        "\nNegative prompt: (worst quality:1.4), bad hands\nSteps: 20, Sampler: "
+        "DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 1234, Size: 64x48, "
+        'Lora hashes: "myStyle: 0123abcd"'
+    )
+
+
+def test_a_new_image_is_not_compared_with_the_last_ones_tags(page: Any, tmp_path: Path) -> None:
+    """Dropping another image keeps the last prediction for re-formatting, as before; the panel waits."""
+    panel = page.embedded
+    first = page.tag_and_compare(panel_inputs(page, image=red()), NO_PROGRESS)
+    assert first[panel.group]["visible"] is False
+    shown = panel.show(made_by_a1111(tmp_path), True, False)[panel.state]
+    later = page.retag_and_compare(panel_inputs(page, last=first[page.last], shown=shown, general_threshold=0.5))
+    assert render.COMPARE_PENDING in later[panel.comparison] and later[panel.merged] == ""
+
+
+def test_interrogate_on_drop_shows_the_generation_data_in_the_same_event(page: Any, tmp_path: Path) -> None:
+    """With "interrogate on drop" a drop starts one event (see _wire), which shows the panel compared."""
+    panel = page.embedded
+    page.host._defaults = HostDefaults(model="test-model", interrogate_on_drop=True)
+    out = page.tag_dropped_and_compare(panel_inputs(page, image=made_by_a1111(tmp_path)), NO_PROGRESS)
+    assert out[panel.group]["visible"] is True and out[panel.state].tagged
+    assert "red theme" in out[panel.merged] and "Added by the tagger" in out[panel.comparison]
+
+
+def test_without_generation_data_the_tab_answers_as_before(page: Any) -> None:
+    panel = page.embedded
+    out = page.tag_and_compare(panel_inputs(page, image=red()), NO_PROGRESS)
+    before = page.interrogate(inputs(page, image=red()), NO_PROGRESS)
+    assert {k: out[k] for k in before if k is not page.last and k is not page.status} == {
+        k: v for k, v in before.items() if k is not page.last and k is not page.status
+    }
+    assert out[panel.group]["visible"] is False and out[panel.merged] == ""
+    failed = page.tag_and_compare(panel_inputs(page), NO_PROGRESS)  # no image: only the status says so
+    assert "No image" in failed[page.status] and page.prompt not in failed
+
+
 def test_clicking_a_tag_adds_it_to_the_excludes_once(page: Any) -> None:
     evt = gr.SelectData(None, {"index": 1, "value": "long hair", "selected": True})
     assert page.exclude_selected("solo", evt) == "solo, long hair"
@@ -227,6 +324,45 @@ def test_batch_handler_streams_progress_and_ends_with_the_summary(page: Any, tmp
     assert page._batches == {}  # the cancel token is dropped when the batch ends
 
 
+def test_batch_captions_are_plain_and_the_table_spells_tags_as_the_single_view(page: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / "a.png")
+    data = batch_inputs(page, folder, "t1", weights=True, escape=True)  # the prompt's switches
+    final = list(page.run_batch(data))[-1]
+    caption = (folder / "a.txt").read_text(encoding="utf-8")
+    assert "(pokemon (creature):0.60)" in caption and "\\(" not in caption  # weights yes, escapes no
+    assert ["pokemon (creature)", 1, 100.0] in final[page.batch_table]["value"]["data"]
+    assert ">pokemon (creature)<" in final[page.batch_chart]
+    again = batch_inputs(page, folder, "t2", batch_existing="overwrite", batch_escape=True)
+    list(page.run_batch(again))
+    assert "pokemon \\(creature\\)" in (folder / "a.txt").read_text(encoding="utf-8")
+    assert (folder / "a.txt.bak").read_text(encoding="utf-8") == caption
+
+
+def test_preview_says_what_a_batch_would_do_and_writes_nothing(page: Any, model_root: Path, tmp_path: Path) -> None:
+    no_cache = page.preview_batch(batch_inputs(page, tmp_path, "t0"))
+    assert "No tag statistics: the probability cache is off" in no_cache[page.batch_summary]
+    page = build_ui(Tagger(model_root, "cpu", cache=ProbCache(tmp_path / "c.sqlite3")), page.host)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("pic.png", "pic.jpg", "other.png"):
+        Image.new("RGB", (32, 32), (255, 0, 0)).save(folder / name)
+    list(page.run_batch(batch_inputs(page, folder / "other.png", "t1")))  # its probabilities go into the cache
+    before = sorted(p.name for p in folder.iterdir())
+    out = page.preview_batch(batch_inputs(page, folder, "t2", exclude_tags="solo", batch_existing="overwrite"))
+    assert sorted(p.name for p in folder.iterdir()) == before
+    summary = out[page.batch_summary]
+    assert "Preview, nothing written: 3 images: 1 new, 0 skip, 1 overwrite, 0 append, 0 prepend, 1 failed." in summary
+    assert "1 captions would be kept as a backup first." in summary
+    assert "pic.png" in summary and "already the caption of" in summary  # the collision, with its fix
+    assert "probability cache: 1 of 2 images" in summary and "excluded: solo (1 images)" in summary
+    rows = out[page.batch_table]["value"]["data"]
+    assert ["red theme", 1, 100.0] in rows and all(r[0] != "solo" for r in rows)
+    bad = page.preview_batch(batch_inputs(page, folder, "t3", batch_metadata=str(tmp_path / "m.txt")))
+    assert ".json (one object) or .jsonl" in bad[page.status]
+
+
 def test_a_rerun_that_skips_everything_hides_the_empty_table(page: Any, tmp_path: Path) -> None:
     """Given no rows, gradio replaces a table's headers with 1, 2, 3: an empty table is not shown at all."""
     folder = tmp_path / "imgs"
@@ -272,6 +408,10 @@ def test_batch_config_errors_are_readable(page: Any, tmp_path: Path) -> None:
         batch_format="[name].txt",
         batch_existing="skip",
         batch_json=False,
+        batch_escape=False,
+        batch_backup=True,
+        batch_metadata="",
+        batch_workers=0,
     )
     assert "type the folder" in list(page.run_batch(data))[-1][page.status]
     data[page.batch_input] = str(tmp_path / "missing")
@@ -336,6 +476,10 @@ def batch_inputs(page: Any, folder: Path, token: str, **overrides: Any) -> dict[
         "batch_format": "[name].txt",
         "batch_existing": "skip",
         "batch_json": False,
+        "batch_escape": False,
+        "batch_backup": True,
+        "batch_metadata": "",
+        "batch_workers": 0,
     }
     return inputs(page, **{**fields, **overrides})
 
@@ -391,7 +535,7 @@ def test_progress_summary_chart() -> None:
     s = BatchSummary(tagged=2, failures=[("/a.png", "broken <png>")], failed=1, elapsed=61, images_per_s=0.03)
     s.tag_counts.update({"solo": 2, "smile": 1})
     assert "1 min 01 s" in render.summary_html(s) and "broken &lt;png&gt;" in render.summary_html(s)
-    rows = render.top_tags(s.tag_counts, 2)
+    rows = top_tags(s.tag_counts, 2)
     assert rows == [["solo", 2, 100.0], ["smile", 1, 50.0]]
     assert "width:50.0%" in render.bar_chart_html(rows)
     assert render.duration(None) == "…" and render.duration(3725) == "1 h 02 min"
@@ -446,6 +590,8 @@ def test_every_ui_string_has_a_chinese_translation(page: Any) -> None:
     zh = json.loads((ROOT / "localizations" / "zh_CN.json").read_text(encoding="utf-8"))
     wanted = _ui_strings(page.demo) | {s.label for s in settings_list(list)}
     wanted |= {"Tagger", "Send to txt2img", "Send to img2img", "Stored in", render.NO_MODEL_LOADED}
+    wanted |= {render.EMBEDDED_FOUND, render.COMPARE_PENDING, render.NO_EMBEDDED_PROMPT, *dict(render.GROUPS).values()}
+    wanted |= set(REASONS.values())
     for s in settings_list(list):
         args = s.args() if callable(s.args) else (s.args or {})
         wanted.update(c for c in args.get("choices", []) if isinstance(c, str))
@@ -474,7 +620,7 @@ def test_css_and_javascript_address_only_the_tabs_ids() -> None:
 
 def test_counts_csv_has_every_tag(tmp_path: Path) -> None:
     counts = collections.Counter({f"t{i}": i for i in range(1, 300)})
-    path = render.write_counts_csv(tmp_path / "c.csv", counts, 299)
+    path = write_counts_csv(tmp_path / "c.csv", counts, 299)
     assert len(path.read_text(encoding="utf-8-sig").splitlines()) == 300
 
 
@@ -483,3 +629,60 @@ def test_components_started_from_settings_are_not_saved_by_the_host(page: Any) -
     assert page.model.do_not_save_to_config and page.unload_after.do_not_save_to_config
     for name in ("general_threshold", "character_threshold"):
         assert page.controls.components[name].do_not_save_to_config
+
+
+# -- categories beyond general and character (issue 10) --------------------------------------------------------
+
+
+def test_category_controls_follow_the_chosen_model(model_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from tagger.postprocess import category_threshold
+    from tests.test_families import BY_ID, build, scene
+
+    root = tmp_path / "models"
+    build(root, BY_ID["camie"])
+    shutil.copytree(model_root / "test-model", root / "test-model")
+    host = StandaloneHost(HostDefaults(model="test-model", general_threshold=0.3), presets_dir=tmp_path / "presets")
+    pg = build_ui(Tagger(root, "cpu"), host)
+    cats = pg.controls.categories
+    assert set(cats.rows) >= {"copyright", "artist", "meta", "year", "quality", "species"}
+    assert set(cats.includes) >= {"general", "character", *cats.rows}
+    for name, comp in cats.thresholds.items():
+        assert comp.elem_id == f"tagger_threshold_{name}" and comp.label == f"{name.capitalize()} tags threshold"
+    # a WD14 model has none of them: every row hidden; Camie shows its four
+    shown = lambda out: {name for name, row in cats.rows.items() if out[row]["visible"]}  # noqa: E731
+    assert shown(pg.show_categories("test-model")) == set()
+    assert shown(pg.show_categories("camie-tagger-v2")) == {"copyright", "artist", "meta", "year"}
+    assert shown(pg.show_categories("z3d-e621-convnext · not downloaded")) == {
+        "copyright",
+        "artist",
+        "species",
+        "meta",
+        "lore",
+    }
+    # chosen by hand, Camie starts at its own thresholds (0.61 everywhere); WD14 at the settings' (0.3)
+    starts = pg.model_thresholds("camie-tagger-v2")
+    assert starts[pg.controls.components["general_threshold"]] == 0.61
+    assert starts[cats.thresholds["artist"]] == 0.61 and starts[cats.thresholds["meta"]] == 0.61
+    assert pg.model_thresholds("test-model")[pg.controls.components["general_threshold"]] == 0.3
+    # tag with Camie at its thresholds, then leave the artist out and take meta from 0.2 on: no model run
+    data = inputs(pg, image=scene(300, 200), model="camie-tagger-v2")
+    data.update(starts)
+    out = pg.interrogate(data, NO_PROGRESS)
+    assert "vocaloid" in out[pg.prompt] and "some artist" in out[pg.prompt] and "highres" not in out[pg.prompt]
+    data.update({pg.last: out[pg.last], cats.includes["artist"]: False, cats.thresholds["meta"]: 0.2})
+    again = pg.retag(data)
+    assert "some artist" not in again[pg.prompt] and "highres" in again[pg.prompt] and "vocaloid" in again[pg.prompt]
+    options = pg.controls.options(data)
+    assert options.exclude_categories == ("artist",) and options.category_threshold("meta") == 0.2
+    assert category_threshold("copyright", options) == 0.61  # the model's own, also the character threshold
+
+
+def test_category_controls_round_trip_options_and_presets(page: Any) -> None:
+    opts = TagOptions(category_thresholds={"meta": 0.2, "copyright": 0.5}, exclude_categories=("artist", "character"))
+    updates = page.controls.updates(opts)
+    data = {comp: updates[comp] for comp in page.controls}
+    assert page.controls.options(data) == opts
+    path = PresetStore(page.host.presets_dir()).save("cats", opts, "test-model")
+    assert PresetStore(path.parent).load("cats").options == opts

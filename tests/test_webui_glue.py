@@ -10,6 +10,7 @@ import argparse
 import base64
 import html as html_lib
 import importlib.util
+import inspect
 import io
 import runpy
 import shutil
@@ -116,10 +117,12 @@ def test_tab_and_send_buttons_use_the_hosts_paste_mechanism(host) -> None:
     blocks, title, elem_id = tabs[0]
     assert isinstance(blocks, gr.Blocks) and (title, elem_id) == ("Tagger", "tagger")
     bindings = infotext_utils.registered_param_bindings
-    assert [b.tabname for b in bindings] == ["txt2img", "img2img"]
+    assert [b.tabname for b in bindings] == ["txt2img", "img2img"] * 3
+    sources = ["tagger_prompt"] * 2 + ["tagger_embedded_prompt"] * 2 + ["tagger_merged_prompt"] * 2
+    assert [b.source_text_component.elem_id for b in bindings] == sources
+    buttons = ["tagger_send_{}", "tagger_send_embedded_{}", "tagger_send_merged_{}"]
+    assert [b.paste_button.elem_id for b in bindings] == [f.format(t) for f in buttons for t in ("txt2img", "img2img")]
     for b in bindings:
-        assert b.paste_button.elem_id == f"tagger_send_{b.tabname}"
-        assert b.source_text_component.elem_id == "tagger_prompt"
         assert b.source_image_component.elem_id == "tagger_image"  # img2img receives the image too
 
 
@@ -145,6 +148,40 @@ def test_weighted_tags_arrive_intact(host, prompt: str) -> None:
         assert params["Prompt"] == prompt
         assert params["Negative prompt"] == ""
         assert set(params) == {"Prompt", "Negative prompt"}  # no parameter line was read
+
+
+def test_the_merged_prompt_reaches_txt2img_with_or_without_the_embedded_settings(host, tmp_path: Path) -> None:
+    """The tab's own handlers make the merged prompt (weighted tags included) and the host's paste reads it:
+    the prompt alone by default, and the negative prompt and settings too when asked, as PNG Info sends them."""
+    from modules import infotext_utils, shared
+
+    from tagger.webui import TaggerExtension
+    from tests import geninfo
+
+    shared.opts.data["tagger_default_model"] = "test-model"
+    ext = TaggerExtension()
+    from tagger.ui import build_ui
+
+    page = build_ui(ext.tagger(), ext.host)
+    panel = page.embedded
+    with Image.open(geninfo.a1111_png(tmp_path / "made.png")) as im:
+        image = im.convert("RGBA")
+    data = {c: c.value for c in page.controls}
+    data.update({page.image: image, page.model: "test-model", page.unload_after: False, panel.state: None})
+    data.update({page.controls.components["weights"]: True, panel.keep_networks: True, panel.send_settings: False})
+    out = page.tag_and_compare(data, lambda *a, **k: None)
+    merged = out[panel.merged]
+    assert "(red theme:1.00)" in merged and "<lora:myStyle:0.8>" in merged
+    (binding,) = [
+        b for b in infotext_utils.registered_param_bindings if b.paste_button.elem_id == "tagger_send_merged_txt2img"
+    ]
+    assert infotext_utils.paste(binding, merged) == {"Prompt": merged, "Negative prompt": ""}
+
+    data.update({page.last: out[page.last], panel.state: out[panel.state], panel.send_settings: True})
+    with_settings = page.switch_embedded(data)[panel.merged]
+    params = infotext_utils.paste(binding, with_settings)
+    assert params["Prompt"] == merged and params["Negative prompt"] == "(worst quality:1.4), bad hands"
+    assert (params["Steps"], params["Sampler"], params["Seed"], params["Size"]) == ("20", "DPM++ 2M", "1234", "64x48")
 
 
 def test_stand_in_really_drops_weighted_tags_without_the_protection(host) -> None:
@@ -246,7 +283,13 @@ def _requests(app, calls: list[tuple[str, str, dict]]) -> list:
         async with httpx.AsyncClient(transport=transport, base_url="http://webui") as client:
             return [await client.request(method, path, **kw) for method, path, kw in calls]
 
-    return asyncio.run(run())
+    # Not asyncio.run: it leaves the main thread without a current event loop, and a gradio 4 app built after
+    # that gets a queue without its lock (every event then fails: test_server's browser test, run after these).
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(run())
+    finally:
+        loop.close()
 
 
 def test_api_is_mounted_only_with_api_flag_and_honours_api_auth(host) -> None:
@@ -315,6 +358,7 @@ def on_app_started(_, app):
         return {"utils": utils.__file__, "at_request_time": at_request_time.__file__}
 
     app.add_api_route("/older-tagger/where", where, methods=["GET"])
+    app.add_api_route("/tagger/v1/interrogate", lambda: {"theirs": True}, methods=["POST"])  # as theirs all do
 """
 _THEIR_UI = """
 def on_ui_tabs():
@@ -397,6 +441,9 @@ def fresh_process(host, monkeypatch: pytest.MonkeyPatch):
     saved = {n: m for n, m in sys.modules.items() if n == "tagger" or n.startswith("tagger.")}
     for name in saved:
         del sys.modules[name]
+    # Nor has inspect seen any `tagger` yet (it remembers each module's file by name, process-wide).
+    for name in [n for n in inspect._filesbymodname if n == "tagger" or n.startswith("tagger.")]:  # type: ignore[attr-defined]
+        del inspect._filesbymodname[name]  # type: ignore[attr-defined]
     monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p or ".").resolve() != ROOT])
     scripts.errors.clear()
     yield scripts
@@ -439,6 +486,12 @@ def test_both_taggers_work_side_by_side(
     pages = [_elem_values(blocks) for blocks, _, _ in tabs]
     assert [p["older_tagger"] for p in pages if "older_tagger" in p] == [str(theirs / "tagger" / "ui.py")]
     assert [p for p in pages if "tagger_prompt" in p] and not [p for p in pages if "tagger_conflict" in p]
+    tab_ids = [tab_id for _, _, tab_id in tabs]
+    assert len(set(tab_ids)) == len(tab_ids) == 2, tab_ids  # one id, and the WebUI merges the two tabs
+    # The WebUI calls inspect.stack() on every callback registration; frames without a file on disk (the
+    # import system's) make it look through sys.modules, where a namespace package once seen with a file
+    # under the same name raised TypeError in the real A1111.
+    eval(compile("inspect.stack()", "<no file>", "eval"), {"inspect": inspect})
 
     body = {"image": _png_b64((9, 99, 199)), "model": "test-model", "threshold": 0.35}
     tagged, where = _requests(

@@ -19,6 +19,7 @@ Where to find what: ``routes`` (the endpoints, over the engine), ``schemas`` (re
 auth as the WebUI's ``--api-auth``), ``payload`` (base64 images in, the earlier answer shape out).
 """
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,8 @@ from tagger.api.routes import Routes, TaggerRoute
 from tagger.engine import Tagger
 
 __all__ = ["DEFAULT_PREFIX", "ApiLimits", "create_app", "mount_api", "parse_api_auth"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "/tagger/v1"
 
@@ -58,7 +61,25 @@ def mount_api(
         r for r in app.router.routes if not (isinstance(r, TaggerRoute) and r.path.startswith(prefix + "/"))
     ]
     routes.add_to(app.router, prefix)
+    _answer_first(app, prefix)
     app.openapi_schema = None  # regenerated with these routes on the next /openapi.json
+
+
+def _answer_first(app: FastAPI, prefix: str) -> None:
+    """Put our routes before another extension's on the same paths (the older tagger extensions serve
+    ``/tagger/v1/...`` too; Starlette answers with the first match), and say so in the console."""
+    ours = [r for r in app.router.routes if isinstance(r, TaggerRoute)]
+    ours_paths = {r.path for r in ours}
+    others = [r for r in app.router.routes if not isinstance(r, TaggerRoute)]
+    shadowed = sorted({p for r in others if (p := getattr(r, "path", None)) in ours_paths})
+    if not shadowed:
+        return
+    log.warning(
+        "Tagger: another extension also serves %s; this tagger answers them now (the older clients' requests "
+        "and model names work here unchanged). Disable the other tagger extension to silence this.",
+        ", ".join(shadowed),
+    )
+    app.router.routes[:] = ours + others
 
 
 def create_app(tagger: Tagger, **kwargs: Any) -> FastAPI:

@@ -37,6 +37,7 @@ def legacy_caption(result: TagResult, labels: Labels) -> dict[str, float]:
     """The earlier extensions' ``caption``: every rating in the model's (csv) order, then the tags that
     passed, highest probability first (ties keep their order)."""
     caption = {labels.names[i]: result.rating[labels.names[i]] for i in labels.rating}
-    tags = sorted([*result.character.items(), *result.general.items()], key=lambda kv: -kv[1])
+    extra = [kv for tags in result.categories.values() for kv in tags.items()]  # other categories the model has
+    tags = sorted([*result.character.items(), *result.general.items(), *extra], key=lambda kv: -kv[1])
     caption.update(tags)
     return caption

@@ -27,26 +27,28 @@ from tagger.api.schemas import (
     InterrogateResponse,
     InterrogatorsResponse,
     ItemError,
+    ItemTagsOut,
     LoadedOut,
     LoadedResponse,
     ModelOut,
     ModelsResponse,
-    TagsOut,
     UnloadRequest,
     UnloadResponse,
     unknown_fields,
 )
 from tagger.catalog import canonical
+from tagger.compare import report
+from tagger.embedded import read_generation_data
 from tagger.engine import ImageTags, Tagger
 from tagger.errors import ImageError, OptionsError
-from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping
+from tagger.options import OPTION_FIELDS, TagOptions, options_from_mapping, parse_category_thresholds
 from tagger.runtime import LoadedModel
 
 log = logging.getLogger(__name__)
 
 
-def request_options(req: BaseModel, warnings: list[str]) -> TagOptions:
-    """The TagOptions of a request.
+def request_options(req: BaseModel, warnings: list[str], base: TagOptions | None = None) -> TagOptions:
+    """The TagOptions of a request; what it leaves out is ``base``'s (the model's own defaults).
 
     ``threshold`` keeps the earlier extensions' meaning, so that their clients get the tags they got: those
     extensions applied it to every non-rating tag, characters included (toriato's ``postprocess_tags`` over
@@ -62,17 +64,40 @@ def request_options(req: BaseModel, warnings: list[str]) -> TagOptions:
     for name in unknown_fields(req)[:20]:
         shown = name if len(name) <= 60 else name[:60] + "..."
         warnings.append(f"unknown field '{shown}' ignored")
-    return options_from_mapping(given)
+    if base is not None and base.category_thresholds and "category_thresholds" in given:
+        try:  # the model's own, with the request's over them
+            own = dict(parse_category_thresholds(given["category_thresholds"]))
+        except OptionsError as e:
+            raise OptionsError("category_thresholds", e.problem) from None
+        given["category_thresholds"] = {**dict(base.category_thresholds), **own}
+    return options_from_mapping(given, base=base)
 
 
-def _tags_fields(item: ImageTags) -> dict[str, Any]:
+def _tags_fields(item: ImageTags, image: bytes, opts: TagOptions) -> dict[str, Any]:
+    """The answer's tag fields; ``categories`` only for a model with categories beyond rating, general and
+    character, ``embedding`` only when asked for, ``embedded`` and ``comparison`` only for an image carrying
+    generation data (the routes leave unset fields out, so a WD14 model's answer for any other image is as
+    before)."""
     r = item.result
     caption = legacy_caption(r, item.labels)
-    return {"caption": caption, "prompt": r.prompt, "rating": r.rating, "general": r.general, "character": r.character}
+    fields = {
+        "caption": caption,
+        "prompt": r.prompt,
+        "rating": r.rating,
+        "general": r.general,
+        "character": r.character,
+    }
+    if item.labels.extra:  # the model's other categories (copyright, artist, ...), each with its tags that passed
+        fields["categories"] = {name: r.categories.get(name, {}) for name in item.labels.extra}
+    if item.embedding is not None:
+        fields["embedding"] = [float(v) for v in item.embedding]
+    mcut = item.hit.mcut if item.hit is not None else None
+    fields.update(report(read_generation_data(image), item.probs, item.labels, opts, mcut=mcut))
+    return fields
 
 
 def _failed(index: int, err: ImageError) -> BatchItem:
-    return BatchItem(index=index, ok=False, error=ItemError(error=str(err), field=err.source))
+    return BatchItem(index=index, ok=False, result=None, error=ItemError(error=str(err), field=err.source))
 
 
 def _loaded_out(m: LoadedModel) -> LoadedOut:
@@ -101,10 +126,13 @@ class Routes:
 
     # -- shared steps ----------------------------------------------------------------------------------
     def model_name(self, text: str, warnings: list[str]) -> str:
-        """The catalog or folder name of the model ``text`` names (older extensions' names included)."""
+        """The catalog or folder name of the model ``text`` names: a name, a display name from GET models, a
+        repository id or an older extension's name."""
         wanted = text.strip()
-        names = [m.name for m in self.tagger.list_models()]
-        target = wanted if wanted in names else canonical(wanted)
+        models = self.tagger.list_models()
+        names = [m.name for m in models]
+        shown_as = {m.display_name: m.name for m in models}  # as GET models shows them
+        target = wanted if wanted in names else shown_as.get(wanted) or canonical(wanted)
         if target in names:
             if target != wanted:
                 warnings.append(f"model '{wanted}' is called '{target}' here")
@@ -117,9 +145,14 @@ class Routes:
             {"known": names},
         )
 
-    def tag(self, name: str, images: list[bytes], opts: TagOptions) -> list[ImageTags | ImageError]:
+    def tag(
+        self, name: str, images: list[bytes], opts: TagOptions, *, embeddings: bool = False
+    ) -> list[ImageTags | ImageError]:
         """The engine's answer for every image, in order. A model still downloading or loading after the
-        configured wait raises ModelBusyError (503 with Retry-After) while the work goes on."""
+        configured wait raises ModelBusyError (503 with Retry-After) while the work goes on. ``embeddings``
+        for a model without an embedding output is refused (422) before anything runs."""
+        if embeddings and self.tagger.load(name, wait=self.limits.download_timeout_s).embedding_name is None:
+            raise OptionsError("embedding", f"model '{name}' has no embedding output (PixAI's tagger has one)")
         try:
             return list(
                 self.tagger.tag_many(
@@ -129,6 +162,7 @@ class Routes:
                     wait=self.limits.download_timeout_s,
                     max_pixels=self.limits.max_pixels,
                     decode_slots=self.decode_slots,
+                    embeddings=embeddings,
                 )
             )
         finally:
@@ -166,14 +200,15 @@ class Routes:
         """Tag one image. The answer's ``caption`` is the earlier extensions' answer; the rest is new."""
         start = time.perf_counter()
         warnings: list[str] = []
-        opts = request_options(req, warnings)
+        request_options(req, [])  # a bad option is answered before anything else
         name = self.model_name(req.model, warnings)  # type: ignore[attr-defined]
+        opts = request_options(req, warnings, self.tagger.default_options(name))
         data = decode_base64_image(req.image, "image")  # type: ignore[attr-defined]
-        (item,) = self.tag(name, [data], opts)
+        (item,) = self.tag(name, [data], opts, embeddings=bool(req.embedding))  # type: ignore[attr-defined]
         if isinstance(item, ImageError):
             raise ImageError("image", item.reason)
         return InterrogateResponse(
-            **_tags_fields(item),
+            **_tags_fields(item, data, opts),
             model=item.model,
             provider=item.provider,
             provider_note=item.note or None,
@@ -185,7 +220,7 @@ class Routes:
         """Tag several images with one model; one item per image, in order. A bad image fails alone."""
         start = time.perf_counter()
         warnings: list[str] = []
-        opts = request_options(req, warnings)
+        request_options(req, [])  # a bad option is answered before anything else
         images: list[str] = req.images  # type: ignore[attr-defined]
         if not images:
             raise ApiError(422, "images: give at least one image", "images")
@@ -193,6 +228,7 @@ class Routes:
             limit = self.limits.max_images_per_request
             raise ApiError(413, f"images: {len(images)} images, over the limit of {limit} per request", "images")
         name = self.model_name(req.model, warnings)  # type: ignore[attr-defined]
+        opts = request_options(req, warnings, self.tagger.default_options(name))
         items: list[BatchItem | None] = [None] * len(images)
         good: list[tuple[int, bytes]] = []
         for i, text in enumerate(images):
@@ -201,12 +237,14 @@ class Routes:
             except ImageError as e:
                 items[i] = _failed(i, e)
         model, provider, note = name, "cache", None
-        answers = self.tag(name, [data for _, data in good], opts) if good else []
-        for (i, _), item in zip(good, answers, strict=True):
+        embeddings = bool(req.embedding)  # type: ignore[attr-defined]
+        answers = self.tag(name, [data for _, data in good], opts, embeddings=embeddings) if good else []
+        for (i, data), item in zip(good, answers, strict=True):
             if isinstance(item, ImageError):
                 items[i] = _failed(i, ImageError(f"images[{i}]", item.reason))
                 continue
-            items[i] = BatchItem(index=i, ok=True, result=TagsOut(**_tags_fields(item)))
+            result = ItemTagsOut(**_tags_fields(item, data, opts))
+            items[i] = BatchItem(index=i, ok=True, result=result, error=None)
             model = item.model
             if not item.cached:
                 provider, note = item.provider, item.note or None
@@ -245,6 +283,11 @@ class Routes:
         as they are, so that a later mount can find and replace them (newer ones nest included routers)."""
         route_class = type("TaggerRoute", (TaggerRoute,), {"routes": self})
         deps = [Depends(DocumentedBasicAuth(scheme_name="HTTPBasic", auto_error=False))] if self.auth.enabled else []
+        # The two tagging answers leave out the fields they did not set: ``embedded`` and ``comparison`` are
+        # there only for an image carrying generation data, ``categories`` only for a model with more than
+        # rating, general and character tags, ``embedding`` only when asked for; so every other answer stays as
+        # it was.
+        sparse = {"interrogate", "interrogate/batch"}
         table: list[tuple[str, Callable[..., Any], str, Any, str]] = [
             ("interrogators", self.interrogators, "GET", InterrogatorsResponse, "List model names"),
             ("models", self.models, "GET", ModelsResponse, "List models with details"),
@@ -264,6 +307,7 @@ class Routes:
                 responses=ERROR_RESPONSES,
                 route_class_override=route_class,
                 response_model=response_model,
+                response_model_exclude_unset=path in sparse,
                 summary=summary,
             )
 

@@ -64,10 +64,13 @@ def _option_fields() -> dict[str, Any]:
     defs: dict[str, Any] = {}
     for name, f in OPTION_FIELDS.items():
         typ: Any = hints[name]
-        if get_origin(typ) is tuple:
-            typ = list[str] | str
         limits = {k: f.metadata[k] for k in ("ge", "le") if k in f.metadata}
-        description = f"{f.metadata.get('description', '')} Default: {_json_text(f.default)}."
+        if name == "category_thresholds":  # {category: threshold}; the range is checked per value
+            typ, limits = dict[str, float], {}
+        elif get_origin(typ) is tuple:
+            typ = list[str] | str
+        default = "{}" if name == "category_thresholds" else _json_text(f.default)
+        description = f"{f.metadata.get('description', '')} Default: {default}."
         defs[name] = (typ | None, Field(None, description=description, **limits))
     return defs
 
@@ -87,10 +90,17 @@ _IMAGE_DESCRIPTION = (
 )
 
 
+_EMBEDDING_DESCRIPTION = (
+    "Also answer the model's image embedding (models with an embedding output, such as PixAI's tagger); the "
+    "model then runs even for an image the probability cache knows."
+)
+
+
 class _InterrogateFields(_RequestModel):
     image: str = Field(..., description=_IMAGE_DESCRIPTION)
     model: str = Field(..., description=_MODEL_DESCRIPTION)
     threshold: float | None = Field(None, ge=0.0, le=1.0, description=_THRESHOLD_DESCRIPTION)
+    embedding: bool = Field(False, description=_EMBEDDING_DESCRIPTION)
 
 
 class _BatchFields(_RequestModel):
@@ -100,6 +110,7 @@ class _BatchFields(_RequestModel):
     )
     model: str = Field(..., description=_MODEL_DESCRIPTION)
     threshold: float | None = Field(None, ge=0.0, le=1.0, description=_THRESHOLD_DESCRIPTION)
+    embedding: bool = Field(False, description=_EMBEDDING_DESCRIPTION)
 
 
 InterrogateRequest = create_model(  # type: ignore[call-overload]
@@ -122,12 +133,69 @@ _CAPTION_DESCRIPTION = (
 )
 
 
+class EmbeddedOut(BaseModel):
+    """The generation data the image carries (A1111/Forge infotext, NovelAI, ComfyUI)."""
+
+    source: str = Field(..., description="Where it was read: a1111, a1111-exif, novelai, comfyui, comfyui-workflow.")
+    prompt: str = Field(..., description="The prompt; empty when it could not be found (see note).")
+    negative_prompt: str = Field(..., description="The negative prompt; empty when there is none.")
+    settings: dict[str, str] = Field(..., description="The settings (Steps, Sampler, CFG scale, Seed, Size...).")
+    note: str | None = Field(None, description="What could not be read, and why; null when all was read.")
+
+
+class JudgedOut(BaseModel):
+    text: str = Field(..., description="The item as the prompt has it (no weight or escapes), or the tag as shown.")
+    tag: str | None = Field(None, description="The model's tag (csv name); left out when it has none.")
+    probability: float | None = Field(None, description="The model's probability of the tag.")
+    reason: str | None = Field(
+        None, description="Why it cannot be judged: network, embedding, quality, rating, artist or unknown."
+    )
+
+
+class ComparisonOut(BaseModel):
+    """The embedded prompt's items against the model, by the request's thresholds."""
+
+    confirmed: list[JudgedOut] = Field(..., description="Embedded tags at or above the threshold.")
+    weak: list[JudgedOut] = Field(..., description="Embedded tags the model knows, below the threshold.")
+    not_judgeable: list[JudgedOut] = Field(
+        ..., description="Embedded items that are not tags of this model (LoRAs, quality tags, free text...)."
+    )
+    added: list[JudgedOut] = Field(..., description="Tags of the answer that the embedded prompt lacks.")
+    thresholds: dict[str, float] = Field(..., description="The general and character thresholds used.")
+    merged_prompt: str = Field(
+        ..., description="The embedded prompt without its weak tags and excludes, plus the tags it lacks."
+    )
+    merged_prompt_without_networks: str = Field(
+        ..., description="The same without LoRA/extra-network and embedding references."
+    )
+
+
 class TagsOut(BaseModel):
     caption: dict[str, float] = Field(..., description=_CAPTION_DESCRIPTION)
     prompt: str = Field(..., description="The tags as a prompt, formatted by the options.")
     rating: dict[str, float] = Field(..., description="Every rating with its probability, highest first.")
     general: dict[str, float] = Field(..., description="General tags that passed, in prompt order (csv names).")
     character: dict[str, float] = Field(..., description="Character tags that passed, in prompt order.")
+    embedded: EmbeddedOut | None = Field(
+        None, description="The generation data the image carries; left out for an image without any."
+    )
+    comparison: ComparisonOut | None = Field(
+        None, description="The embedded prompt against this answer; left out when there is no embedded prompt."
+    )
+
+
+_CATEGORIES_DESCRIPTION = (
+    "Every other category the model has (copyright, artist, meta, year, quality, ...) with the tags of it that "
+    "passed, in prompt order; left out for models with only rating, general and character tags."
+)
+_EMBEDDING_OUT = "The image embedding, when it was asked for (embedding: true); left out otherwise."
+
+
+class ItemTagsOut(TagsOut):
+    """One image's tags in a batch answer (the fields after ``character`` are new: older clients ignore them)."""
+
+    categories: dict[str, dict[str, float]] = Field(default_factory=dict, description=_CATEGORIES_DESCRIPTION)
+    embedding: list[float] | None = Field(None, description=_EMBEDDING_OUT)
 
 
 class InterrogateResponse(TagsOut):
@@ -138,6 +206,8 @@ class InterrogateResponse(TagsOut):
     )
     elapsed: float = Field(..., description="Seconds this request took on the server.")
     warnings: list[str] = Field(default_factory=list, description="Ignored fields, renamed models.")
+    categories: dict[str, dict[str, float]] = Field(default_factory=dict, description=_CATEGORIES_DESCRIPTION)
+    embedding: list[float] | None = Field(None, description=_EMBEDDING_OUT)
 
 
 class ItemError(BaseModel):
@@ -148,7 +218,7 @@ class ItemError(BaseModel):
 class BatchItem(BaseModel):
     index: int = Field(..., description="Position of the image in the request.")
     ok: bool = Field(..., description="True when the image was tagged.")
-    result: TagsOut | None = Field(None, description="The tags; null when the image failed.")
+    result: ItemTagsOut | None = Field(None, description="The tags; null when the image failed.")
     error: ItemError | None = Field(None, description="Why the image failed; null when it was tagged.")
 
 
@@ -168,7 +238,7 @@ class InterrogatorsResponse(BaseModel):
 class ModelOut(BaseModel):
     name: str
     display_name: str
-    family: str = Field(..., description="v3, v2 or local.")
+    family: str = Field(..., description="v3, v2, v1, pixai, camie, cl, mldanbooru, z3d, or local.")
     repo_id: str | None = Field(None, description="Hugging Face repository; null for local models.")
     revision: str | None = None
     downloaded: bool = Field(..., description="Its files are here (models folder or Hugging Face cache).")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagger.batch import EXISTING_POLICIES, BatchConfig
+from tagger.batch import BatchConfig, check_config
 from tagger.dataset.common import DatasetError, require
 from tagger.dataset.output import Holdings, OutputStore, prune_errors, scan_output
 from tagger.dataset.sources import Entry, assign_captions, list_sources
@@ -140,7 +140,8 @@ def _listing_tables(entries: list[Entry], holdings: Holdings) -> list[Any]:
         done = holdings.done.get(entry.source, {})
         recaption = bool(entry.caption and done.get(entry.source) and not Path(entry.caption).exists())
         group.append({
-            "source": entry.source, "kind": entry.kind, "caption": entry.caption, "problem": entry.problem,
+            "source": entry.source, "kind": entry.kind, "caption": entry.caption, "backup": entry.backup,
+            "problem": entry.problem,
             "recaption": recaption, "done_keys": list(done), "done_hashes": list(done.values()),
         })  # fmt: skip
         if entry.kind == "tar" or len(group) >= FILES_PER_TASK:
@@ -254,8 +255,8 @@ def _pipeline(ray: Any, tables: list[Any], size: int, ship: ModelShip, plan: Pla
 
 def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: None) -> DatasetSummary:
     """Tag every image of ``cfg.sources`` into the Parquet dataset ``cfg.output``. See the module docstring."""
-    if cfg.captions is not None and cfg.captions.existing not in EXISTING_POLICIES:
-        raise DatasetError(f"--existing {cfg.captions.existing!r} is not one of {', '.join(EXISTING_POLICIES)}")
+    if cfg.captions is not None:
+        check_config(cfg.captions)
     if cfg.rows_per_file < 1:
         raise DatasetError("--rows-per-file must be at least 1")
     for module in ("pyarrow", "fsspec", "ray"):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tagger.batch import BatchConfig, BatchConfigError, caption_path, check_filename_format, claim_caption, iter_images
+from tagger.batch import BatchConfig, iter_images, plan_image
 from tagger.dataset.common import DatasetError, absolute, is_url, open_source, require, url_fs
 from tagger.errors import ImageError
 from tagger.images import image_extensions
@@ -31,6 +31,7 @@ class Entry:
     kind: str  # "image" | "tar"
     root: Path | None = None  # the folder SRC named (captions under --output-dir mirror from it)
     caption: str | None = None  # the caption file to write (--captions)
+    backup: str | None = None  # where that caption is kept first when the run changes it (as ``tag DIR``)
     problem: str | None = None  # why it fails before it is read (a caption another image has...)
 
 
@@ -202,9 +203,9 @@ def shard_members(source: str) -> Iterator[tuple[str, bytes | None, str | None]]
 
 def assign_captions(entries: list[Entry], config: BatchConfig) -> None:
     """Where each local image's caption goes, with ``tag DIR``'s rules: a name that would leave the output
-    folder or that another image already has fails that image (``batch.claim_caption``)."""
-    check_filename_format(config.filename_format)
+    folder or that another image already has fails that image (``batch.plan_image``, as ``tag DIR`` plans)."""
     claimed: dict[str, Path] = {}
+    backups: dict[str, Path] = {}
     for entry in entries:
         if entry.problem is not None:
             continue
@@ -216,16 +217,9 @@ def assign_captions(entries: list[Entry], config: BatchConfig) -> None:
                 + (" as paths instead of file:// URLs" if entry.source.startswith("file://") else "")
             )
         image = Path(entry.source)
-        try:
-            cap = caption_path(image, entry.root or image.parent, config)
-        except BatchConfigError as e:
-            entry.problem = str(e)
-            continue
-        except OSError as e:  # a [hash:] name of an unreadable file
-            entry.problem = f"cannot be read ({e.strerror or e})"
-            continue
-        problem = claim_caption(claimed, image, cap, config)
-        if problem:
-            entry.problem = problem
-        elif problem is None:
-            entry.caption = str(cap)
+        planned = plan_image(image, entry.root or image.parent, config, claimed, backups)
+        if planned.action == "failed":
+            entry.problem = planned.reason
+        elif planned.action != "duplicate":  # the same file or content as an earlier image: that one's caption
+            entry.caption = str(planned.caption)
+            entry.backup = str(planned.backup) if planned.backup is not None else None

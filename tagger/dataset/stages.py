@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tagger import __version__
-from tagger.batch import BatchConfig, Job, write_caption
+from tagger.batch import BatchConfig, Job, write_outputs
 from tagger.cache import DEFAULT_FLOOR, content_hash
 from tagger.dataset.common import require
 from tagger.dataset.output import (
@@ -101,28 +101,22 @@ def ship_model(files: ModelFiles, single_node: bool) -> ModelShip:
 
 
 def embedding_problem(model: Any) -> str | None:
-    """Why ``--embeddings`` cannot be had from ``model`` (None: it can).
-
-    The hook for model families with an embedding output (issue 10): their ``LoadedModel`` offers
-    ``run_with_embedding(batch) -> (probs [N, T], embedding [N, D])``, which ``run_model`` calls. The WD14
-    taggers give probabilities only.
-    """
-    if callable(getattr(model, "run_with_embedding", None)):
+    """Why ``--embeddings`` cannot be had from ``model`` (None: it can): a model family with an embedding output
+    names it (``LoadedModel.embedding_name``); the WD14 taggers give probabilities only."""
+    if model.embedding_name is not None:
         return None
     return f"--embeddings: model {model.name} gives no embedding, only tag probabilities; leave out --embeddings"
 
 
 def run_model(model: Any, batch: np.ndarray, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    if embeddings:
-        probs, embedding = model.run_with_embedding(batch)
-        return np.asarray(probs, dtype=np.float32), np.asarray(embedding, dtype=np.float32)
-    return np.asarray(model.run(batch), dtype=np.float32), None
+    probs, embedding = model.run_outputs(batch, embeddings=embeddings)
+    return np.asarray(probs, dtype=np.float32), embedding
 
 
 class _Rows:
     """Decoded rows on their way to the model: one Arrow table per block."""
 
-    COLUMNS = ("key", "source", "content_hash", "status", "error", "caption", "replaces", "pixels")
+    COLUMNS = ("key", "source", "content_hash", "status", "error", "caption", "backup", "replaces", "pixels")
 
     def __init__(self) -> None:
         self.data: dict[str, list[Any]] = {c: [] for c in self.COLUMNS}
@@ -131,9 +125,10 @@ class _Rows:
         return len(self.data["key"])
 
     def add(self, key: str, source: str, status: str, *, digest: str | None = None, error: str | None = None,
-            caption: str | None = None, replaces: str | None = None, pixels: bytes | None = None) -> None:  # fmt: skip
-        for column, value in zip(self.COLUMNS, (key, source, digest, status, error, caption, replaces, pixels),
-                                 strict=True):  # fmt: skip
+            caption: str | None = None, backup: str | None = None, replaces: str | None = None,
+            pixels: bytes | None = None) -> None:  # fmt: skip
+        values = (key, source, digest, status, error, caption, backup, replaces, pixels)
+        for column, value in zip(self.COLUMNS, values, strict=True):
             self.data[column].append(value)
 
     def table(self) -> Any:
@@ -143,7 +138,7 @@ class _Rows:
 
 
 def _prepare(rows: _Rows, key: str, source: str, data: bytes, size: int, done: str | None, recaption: bool,
-             caption: str | None) -> None:  # fmt: skip
+             caption: str | None, backup: str | None = None) -> None:  # fmt: skip
     digest = content_hash(data)
     if digest == done and not recaption:
         rows.add(key, source, "skipped", digest=digest)
@@ -157,8 +152,8 @@ def _prepare(rows: _Rows, key: str, source: str, data: bytes, size: int, done: s
     # quarter of the size and comes back to the same float32 values.
     pixels = tensor.astype(np.uint8).tobytes()
     status = "recaption" if digest == done else "todo"
-    rows.add(key, source, status, digest=digest, caption=caption, replaces=done if status == "todo" else None,
-             pixels=pixels)  # fmt: skip
+    rows.add(key, source, status, digest=digest, caption=caption, backup=backup,
+             replaces=done if status == "todo" else None, pixels=pixels)  # fmt: skip
 
 
 def decode_block(block: Any, size: int) -> Iterator[Any]:
@@ -184,7 +179,8 @@ def decode_block(block: Any, size: int) -> Iterator[Any]:
             except ImageError as e:
                 rows.add(source, source, "failed", error=e.reason)
             else:
-                _prepare(rows, source, source, data, size, done.get(source), bool(item["recaption"]), item["caption"])
+                _prepare(rows, source, source, data, size, done.get(source), bool(item["recaption"]), item["caption"],
+                         item["backup"])  # fmt: skip
         if len(rows) >= ROWS_PER_DECODE_BLOCK:
             yield rows.table()
             rows = _Rows()
@@ -268,10 +264,13 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
         probs = np.frombuffer(row["probs"], dtype=np.float32)
         result = postprocess(probs, spec.labels, spec.options)
         if row["caption"] and spec.captions is not None:
-            job = Job(Path(row["key"]), Path(row["caption"]))
+            backup = Path(row["backup"]) if row["backup"] else None
+            job = Job(Path(row["key"]), Path(row["caption"]), backup)
+            embedding = row.get("embedding")
             try:
                 if spec.captions.existing != "skip" or not job.caption.exists():
-                    write_caption(job, result, spec.captions, probs, spec.labels, spec.model_id)
+                    write_outputs(job, probs, spec.labels, None, result, spec.captions, spec.options, spec.model_id,
+                                  None if embedding is None else np.asarray(embedding, np.float32))  # fmt: skip
             except OSError as e:
                 fail(row, f"caption {job.caption} could not be written ({e.strerror or e})")
                 continue

@@ -21,7 +21,18 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from tagger.batch import BatchConfig, BatchConfigError, BatchProgress, BatchSummary, check_roots, run_batch
+from tagger.batch import (
+    BatchConfig,
+    BatchConfigError,
+    BatchProgress,
+    BatchSummary,
+    batch_stats,
+    check_roots,
+    plan_batch,
+    run_batch,
+    top_tags,
+    write_counts_csv,
+)
 from tagger.cache import CachedProbs
 from tagger.engine import Tagger
 from tagger.errors import TaggerError
@@ -32,6 +43,7 @@ from tagger.postprocess import normalize_tag, postprocess
 from tagger.presets import PresetStore
 from tagger.ui import compat, render
 from tagger.ui.controls import OptionControls
+from tagger.ui.embedded_panel import EmbeddedPanel
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +95,7 @@ class TaggerPage:
 
     def build(self, *, css: str | None = None, head_js: str | None = None, theme: Any = None) -> gr.Blocks:
         defaults = self.host.defaults()
-        initial = defaults.options()
+        initial = self.tagger.default_options(defaults.model, defaults.options())  # with the model's own thresholds
         with gr.Blocks(analytics_enabled=False, css=css, title="Tagger", theme=theme) as demo:
             self.last = gr.State(None)
             self.batch_token = gr.State("")
@@ -141,8 +153,42 @@ class TaggerPage:
                 self.batch_json = gr.Checkbox(
                     label="Also write a JSON file with all probabilities", elem_id="tagger_batch_json"
                 )
+                self.batch_merge = gr.Checkbox(
+                    label="Caption images that carry their prompt from it and the tags together",
+                    info="The embedded tags the tagger confirms and the words it cannot judge (trigger words), "
+                    "without LoRAs, quality or score tags, then its own tags",
+                    elem_id="tagger_batch_merge",
+                )
+                with gr.Row():
+                    self.batch_escape = gr.Checkbox(
+                        label="Escape brackets in caption files",
+                        info="Only for captions used as WebUI prompts: trainers read captions as plain text.",
+                        elem_id="tagger_batch_escape",
+                    )
+                    self.batch_backup = gr.Checkbox(
+                        label="Keep a caption the batch changes as .bak",
+                        value=True,
+                        elem_id="tagger_batch_backup",
+                    )
+                with gr.Row():
+                    self.batch_metadata = gr.Textbox(
+                        label="Metadata file for the whole run",
+                        placeholder="optional: a .json or .jsonl file",
+                        elem_id="tagger_batch_metadata",
+                        scale=3,
+                    )
+                    self.batch_workers = gr.Number(
+                        label="Decoding threads (0: automatic)",
+                        value=0,
+                        precision=0,
+                        minimum=0,
+                        maximum=256,
+                        elem_id="tagger_batch_workers",
+                        scale=1,
+                    )
                 with gr.Row():
                     self.batch_start = gr.Button("Start batch", variant="primary", elem_id="tagger_batch_start")
+                    self.batch_preview = gr.Button("Preview (dry run)", elem_id="tagger_batch_preview")
                     self.batch_cancel = gr.Button("Cancel", elem_id="tagger_batch_cancel")
         with gr.Row(elem_id="tagger_model_row"):
             choices = self._model_choices()
@@ -163,10 +209,15 @@ class TaggerPage:
     def _build_options(self, initial: TagOptions, defaults: Any) -> None:
         with gr.Accordion("Thresholds", open=True, elem_id="tagger_thresholds"):
             self.controls = OptionControls.build(initial, "thresholds")
+            OptionControls.build(
+                initial, "categories", into=self.controls, shown_categories=self.tagger.model_categories(defaults.model)
+            )
         with gr.Accordion("Tags to add and exclude", open=True, elem_id="tagger_tag_lists"):
             OptionControls.build(initial, "tags", into=self.controls)
         with gr.Accordion("Formatting", open=False, elem_id="tagger_format"):
             OptionControls.build(initial, "format", into=self.controls)
+        with gr.Accordion("Training captions: order and spelling", open=False, elem_id="tagger_captions"):
+            OptionControls.build(initial, "captions", into=self.controls)
         with gr.Accordion("Presets", open=False, elem_id="tagger_presets"):
             with gr.Row():
                 self.preset = gr.Dropdown(
@@ -193,6 +244,8 @@ class TaggerPage:
         if self.host.send_targets():
             with gr.Row(elem_id="tagger_send_row"):
                 self.send_buttons = self.host.add_send_buttons(self.image, self.prompt)
+        self.embedded = EmbeddedPanel(self.host)  # shown for images that carry their generation data
+        self.embedded.build(self.image)
         self.ratings = gr.Label(label="Rating", num_top_classes=4, elem_id="tagger_ratings")
         self.tags = gr.Label(label="Tags (click one to exclude it)", num_top_classes=TOP_TAGS, elem_id="tagger_tags")
         with gr.Group(visible=False, elem_id="tagger_batch_results") as self.batch_results:
@@ -212,20 +265,36 @@ class TaggerPage:
 
     def _wire(self) -> None:
         c = self.controls
-        tag_outputs = [self.prompt, self.ratings, self.tags, self.status, self.last, self.model]
-        run_inputs = {self.image, self.model, self.unload_after, *c}
-        self.interrogate_btn.click(self.interrogate, run_inputs, tag_outputs)
+        panel = self.embedded
+        tag_outputs = [self.prompt, self.ratings, self.tags, self.status, self.last, self.model, *panel.outputs]
+        run_inputs = {self.image, self.model, self.unload_after, *c, *panel.switches}
+        rows = list(c.categories.rows.values()) if c.categories is not None else []
+        # A model's own categories show once its tag list is here (after a first download, too).
+        self.interrogate_btn.click(self.tag_and_compare, run_inputs, tag_outputs).then(
+            self.show_categories, [self.model], rows, queue=False
+        )
         if self.host.defaults().interrogate_on_drop:
             # Only when wanted: gradio 4.40 can lose the result of an event that starts while another of the
             # same session finishes (an upload event and a quick click on Interrogate), leaving it pending.
-            self.image.upload(self.interrogate_on_drop, run_inputs, tag_outputs)
-        retag_inputs = {self.last, *c}
-        retag_outputs = [self.prompt, self.ratings, self.tags, self.status]
+            # For the same reason a drop starts this one event, which shows the generation data as well.
+            self.image.upload(self.tag_dropped_and_compare, run_inputs, tag_outputs)
+            self.image.clear(panel.show, [self.image, *panel.switches], panel.outputs, queue=False)
+        else:
+            self.image.change(panel.show, [self.image, *panel.switches], panel.outputs, queue=False)
+        self.model.change(self.show_categories, [self.model], rows, queue=False)
+        # A model chosen by hand starts at its own default thresholds (a preset's model keeps the preset's).
+        threshold_outputs = [c.components[n] for n in ("general_threshold", "character_threshold")]
+        threshold_outputs += list(c.categories.thresholds.values()) if c.categories is not None else []
+        self.model.input(self.model_thresholds, [self.model], threshold_outputs, queue=False)
+        retag_inputs = {self.last, *c, panel.state, *panel.switches}
+        retag_outputs = [self.prompt, self.ratings, self.tags, self.status, *panel.outputs]
         for comp in c:
-            comp.change(self.retag, retag_inputs, retag_outputs, queue=False)
+            comp.change(self.retag_and_compare, retag_inputs, retag_outputs, queue=False)
+        for switch in panel.switches:
+            switch.change(self.switch_embedded, retag_inputs, panel.outputs, queue=False)
         exclude = c.components["exclude_tags"]
         self.tags.select(self.exclude_selected, [exclude], [exclude], queue=False).then(
-            self.retag, retag_inputs, retag_outputs, queue=False
+            self.retag_and_compare, retag_inputs, retag_outputs, queue=False
         )
         self.refresh_btn.click(self.refresh_models, [self.model], [self.model], queue=False)
         self.unload_btn.click(self.unload_all, None, [self.status], queue=False)
@@ -243,6 +312,11 @@ class TaggerPage:
             self.batch_format,
             self.batch_existing,
             self.batch_json,
+            self.batch_escape,
+            self.batch_backup,
+            self.batch_metadata,
+            self.batch_workers,
+            self.batch_merge,
             self.model,
             *c,
         }
@@ -260,6 +334,7 @@ class TaggerPage:
             self.run_batch, batch_inputs, batch_outputs
         )
         self.batch_cancel.click(self.cancel_batch, [self.batch_token], None, queue=False)
+        self.batch_preview.click(self.preview_batch, batch_inputs, batch_outputs)
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -344,6 +419,55 @@ class TaggerPage:
             self.model: self._model_update(data[self.model]),
         }
 
+    # -- the image's own generation data, beside its tags -------------------------------------------------------
+
+    def _panel_options(self, data: dict[Any, Any]) -> TagOptions | None:
+        try:
+            return self.controls.options(data)
+        except TaggerError:  # the tag views already say what is wrong with the options
+            return None
+
+    def _with_embedded(self, data: dict[Any, Any], out: dict[Any, Any]) -> dict[Any, Any]:
+        """A tagging answer plus the panel: the image's generation data, compared when it was tagged."""
+        panel = self.embedded
+        try:
+            views = panel.tagged(
+                data[self.image],
+                out.get(self.last),
+                self._panel_options(data),
+                data[panel.keep_networks],
+                data[panel.send_settings],
+            )
+        except Exception:  # the tags are shown whatever happens to the comparison
+            log.exception("tagger: the image's generation data could not be shown")
+            return out
+        return {**out, **views}
+
+    def tag_and_compare(self, data: dict[Any, Any], progress: Any = gr.Progress(track_tqdm=True)) -> dict[Any, Any]:  # noqa: B008
+        """Interrogate, and show the image's generation data compared with its tags."""
+        return self._with_embedded(data, self.interrogate(data, progress))
+
+    def tag_dropped_and_compare(
+        self,
+        data: dict[Any, Any],
+        progress: Any = gr.Progress(track_tqdm=True),  # noqa: B008
+    ) -> dict[Any, Any]:
+        return self._with_embedded(data, self.interrogate_on_drop(data, progress))
+
+    def retag_and_compare(self, data: dict[Any, Any]) -> dict[Any, Any]:
+        """Re-format the last image's tags, and compare them again with its generation data."""
+        out = self.retag(data)
+        if self.prompt not in out:
+            return out
+        return {**out, **self.switch_embedded(data)}
+
+    def switch_embedded(self, data: dict[Any, Any]) -> dict[Any, Any]:
+        panel = self.embedded
+        options = self._panel_options(data)
+        return panel.refresh(
+            data[panel.state], data[self.last], options, data[panel.keep_networks], data[panel.send_settings]
+        )
+
     def retag(self, data: dict[Any, Any]) -> dict[Any, Any]:
         """Apply changed options to the last image's probabilities (no model run)."""
         last: LastPrediction | None = data[self.last]
@@ -356,7 +480,7 @@ class TaggerPage:
             result = postprocess(last.probs, last.labels, options, mcut=hit.mcut if hit else None)
             prompt, ratings, bars = self._tag_views(result, options)
             message = ""
-            if hit is not None and not hit.serves(options):
+            if hit is not None and not hit.serves(options, last.labels):
                 message = f"Thresholds under {hit.floor} need the model: press Interrogate to run it again."
             status = self._status_for(last, message)
             return {self.prompt: prompt, self.ratings: ratings, self.tags: bars, self.status: status}
@@ -373,6 +497,30 @@ class TaggerPage:
 
     def refresh_models(self, current: str) -> Any:
         return self._model_update(current)
+
+    def show_categories(self, choice: str) -> dict[Any, Any]:
+        """Show the threshold and include switch of each category the chosen model has (beyond general and
+        character), hide the others."""
+        categories = self.controls.categories
+        if categories is None:
+            return {}
+        return categories.visibility(self.tagger.model_categories(render.choice_to_model(choice)))
+
+    def model_thresholds(self, choice: str) -> dict[Any, Any]:
+        """The thresholds the chosen model starts at: its own defaults over the Tagger settings'."""
+        model = render.choice_to_model(choice)
+        options = self.tagger.default_options(model, self.host.defaults().options())
+        c = self.controls
+        out = {c.components[n]: getattr(options, n) for n in ("general_threshold", "character_threshold")}
+        if c.categories is not None:
+            out.update(
+                {
+                    comp: v
+                    for comp, v in c.categories.updates(options).items()
+                    if comp in c.categories.thresholds.values()
+                }
+            )
+        return out
 
     def unload_all(self) -> str:
         n = self.tagger.unload_all()
@@ -458,6 +606,7 @@ class TaggerPage:
                 "Batch from folder is off on this server: it was started without --batch-root, and it can be "
                 "reached from other machines. Start it with --batch-root FOLDER to allow a folder."
             )
+        metadata = (data[self.batch_metadata] or "").strip()
         config = BatchConfig(
             inputs=inputs,
             recursive=bool(data[self.batch_recursive]),
@@ -465,14 +614,44 @@ class TaggerPage:
             filename_format=(data[self.batch_format] or "").strip(),
             existing=data[self.batch_existing] or "skip",
             json_sidecar=bool(data[self.batch_json]),
+            caption_from="merge" if data.get(self.batch_merge) else "tags",
             batch_size=batch_size or None,
             roots=roots,
+            escape=bool(data[self.batch_escape]),
+            backup=bool(data[self.batch_backup]),
+            metadata=Path(metadata).expanduser() if metadata else None,
+            workers=int(data[self.batch_workers] or 0) or None,
         )
         try:
             check_roots(config)
         except BatchConfigError as e:
             raise TaggerError(f"Batch: {e}. The server allows more with --batch-root FOLDER.") from e
         return config
+
+    def preview_batch(self, data: dict[Any, Any]) -> dict[Any, Any]:
+        """A dry run: what the batch would write where, and (from the probability cache alone) what these
+        options make of the images; nothing is written and the model is not run."""
+        shown = {self.batch_results: gr.update(visible=True), self.batch_progress: "", self.batch_csv: None}
+        try:
+            config = self._batch_config(data)
+            options = self.controls.options(data)
+            plan = plan_batch(config)
+        except TaggerError as e:
+            return {**shown, self.status: self._error(str(e))}
+        model = render.choice_to_model(data[self.model])
+        stats, note = None, ""
+        try:
+            stats = batch_stats(self.tagger, model, config, options, plan)
+        except TaggerError as e:  # the model's files are not here, or no cache: the plan alone
+            note = f"No tag statistics: {e}"
+        rows = top_tags(stats.after, stats.cached) if stats else []
+        return {
+            **shown,
+            self.batch_summary: render.plan_html(plan, stats, note),
+            self.batch_table: table_update(rows),
+            self.batch_chart: render.bar_chart_html(rows),
+            self.status: render.status_html(loaded=self._loaded_names()),
+        }
 
     def run_batch(self, data: dict[Any, Any]) -> Iterator[dict[Any, Any]]:
         """Run a batch in a worker thread and stream its progress into the page."""
@@ -538,10 +717,10 @@ class TaggerPage:
     def _batch_result(
         self, summary: BatchSummary, last: BatchProgress | None, model_choice: str, folder: Path
     ) -> dict[Any, Any]:
-        rows = render.top_tags(summary.tag_counts, summary.tagged)
+        rows = top_tags(summary.tag_counts, summary.tagged)
         csv_path = None
         if summary.tag_counts:
-            csv_path = str(render.write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
+            csv_path = str(write_counts_csv(folder / "tag-counts.csv", summary.tag_counts, summary.tagged))
         return {
             self.batch_progress: render.progress_html(last) if last else "",
             self.batch_summary: render.summary_html(summary),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import html
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
-from tagger.batch import BatchProgress, BatchSummary
+from tagger.batch import ACTIONS, BatchPlan, BatchProgress, BatchStats, BatchSummary
+from tagger.compare import REASONS, Comparison, Judged
+from tagger.embedded import GenerationData
 from tagger.hub import ModelInfo
 from tagger.options import TagOptions
 from tagger.postprocess import TagResult, format_tag
@@ -110,6 +109,52 @@ def status_html(
     return "\n".join(parts)
 
 
+# -- the image's own generation data -----------------------------------------------------------------
+
+EMBEDDED_FOUND = "Generation data in this image:"
+COMPARE_PENDING = "Interrogate to compare the embedded prompt with what the tagger sees."
+NO_EMBEDDED_PROMPT = "No prompt to compare."
+GROUPS = (
+    ("confirmed", "Confirmed by the tagger"),
+    ("weak", "Seen only weakly (below the threshold)"),
+    ("not_judgeable", "Not judgeable by this model"),
+    ("added", "Added by the tagger"),
+)
+
+
+def embedded_source_html(data: GenerationData) -> str:
+    """Where the generation data was read, and what could not be read (said plainly)."""
+    parts = [f"<span>{_esc(EMBEDDED_FOUND)}</span> <b>{_esc(data.source_label)}</b>"]
+    if data.note:
+        parts.append(f"<div class='tagger-warning'>{_esc(data.note)}</div>")
+    return "<div class='tagger-embedded-source'>" + "".join(parts) + "</div>"
+
+
+def _chip(j: Judged) -> str:
+    title = f" title='{_esc(j.tag)}'" if j.tag and j.tag != j.text else ""
+    if j.reason:
+        detail = f"<i>{_esc(REASONS.get(j.reason, j.reason))}</i>"
+    else:
+        detail = f"<b>{j.probability:.2f}</b>" if j.probability is not None else ""
+    return f"<span class='tagger-chip'{title}><span>{_esc(j.text)}</span> {detail}</span>"
+
+
+def comparison_html(c: Comparison | None, waiting: str = COMPARE_PENDING) -> str:
+    """The four groups as chips (probability, or why it cannot be judged); ``waiting`` until there is one."""
+    if c is None:
+        return f"<div class='tagger-compare-note'>{_esc(waiting)}</div>"
+    sections = []
+    for key, title in GROUPS:
+        items: tuple[Judged, ...] = getattr(c, key)
+        chips = "".join(_chip(j) for j in items) or "<span class='tagger-chip-none'>—</span>"
+        sections.append(
+            f"<div class='tagger-group tagger-group-{key}' data-group='{key}'>"
+            f"<div class='tagger-group-title'><span>{_esc(title)}</span> <span>({len(items)})</span></div>"
+            f"<div class='tagger-chips'>{chips}</div></div>"
+        )
+    return "<div class='tagger-groups'>" + "".join(sections) + "</div>"
+
+
 # -- batch -------------------------------------------------------------------------------------------
 
 
@@ -150,21 +195,36 @@ def summary_html(s: BatchSummary) -> str:
         f"{head}: {s.tagged} tagged, {s.skipped} skipped, {s.failed} failed in {duration(s.elapsed)}"
         f" ({s.images_per_s:.1f} images/s)."
     )
+    if s.backups:
+        text += f" {s.backups} earlier captions kept as backups."
+    return "\n".join([f"<div class='tagger-summary'>{_esc(text)}</div>", *_failures_html(s.failures)])
+
+
+def _failures_html(failures: Sequence[tuple[str, str]]) -> list[str]:
+    if not failures:
+        return []
+    rows = "".join(f"<tr><td>{_esc(path)}</td><td>{_esc(reason)}</td></tr>" for path, reason in failures[:200])
+    more = f"<div>…and {len(failures) - 200} more (see the console).</div>" if len(failures) > 200 else ""
+    return [
+        "<details open class='tagger-failures'><summary>Failures</summary><table>"
+        f"<thead><tr><th>Image</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>{more}</details>"
+    ]
+
+
+def plan_html(plan: BatchPlan, stats: BatchStats | None, note: str = "") -> str:
+    """A dry run: the images by what the batch would do with them, collisions, and the tag statistics."""
+    counts = plan.counts
+    bits = [f"{counts[a]} {a}" for a in ACTIONS]
+    if counts["duplicate"]:
+        bits.append(f"{counts['duplicate']} duplicate")
+    bits.append(f"{counts['failed']} failed")
+    text = f"Preview, nothing written: {len(plan.entries)} images: {', '.join(bits)}."
+    if plan.backups:
+        text += f" {len(plan.backups)} captions would be kept as a backup first."
     parts = [f"<div class='tagger-summary'>{_esc(text)}</div>"]
-    if s.failures:
-        rows = "".join(f"<tr><td>{_esc(path)}</td><td>{_esc(reason)}</td></tr>" for path, reason in s.failures[:200])
-        more = f"<div>…and {len(s.failures) - 200} more (see the console).</div>" if len(s.failures) > 200 else ""
-        parts.append(
-            "<details open class='tagger-failures'><summary>Failures</summary><table>"
-            f"<thead><tr><th>Image</th><th>Reason</th></tr></thead><tbody>{rows}</tbody></table>{more}</details>"
-        )
-    return "\n".join(parts)
-
-
-def top_tags(counts: Counter[str], images: int, n: int = 200) -> list[list[object]]:
-    """``[tag, images, share %]`` rows for the most frequent tags, ties broken alphabetically."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-    return [[tag, c, round(100.0 * c / images, 1) if images else 0.0] for tag, c in ordered]
+    lines = stats.summary_lines() if stats is not None else [note] if note else []
+    parts += [f"<div class='tagger-status-line'>{_esc(line)}</div>" for line in lines]
+    return "\n".join(parts + _failures_html(plan.failures))
 
 
 def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
@@ -182,13 +242,3 @@ def bar_chart_html(rows: Sequence[Sequence[object]], n: int = 25) -> str:
             f"<span class='tagger-bar-value'>{_esc(count)} ({_esc(share)}%)</span></div>"
         )
     return f"<div class='tagger-chart'>{''.join(lines)}</div>"
-
-
-def write_counts_csv(path: Path, counts: Counter[str], images: int) -> Path:
-    """All tag counts as CSV (``tag,images,share_percent``), UTF-8 with a BOM so spreadsheet apps read it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["tag", "images", "share_percent"])
-        w.writerows(top_tags(counts, images, n=len(counts)))
-    return path

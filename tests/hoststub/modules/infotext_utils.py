@@ -38,6 +38,7 @@ class ParamBinding:
 
 
 registered_param_bindings: list[ParamBinding] = []
+paste_fields: dict[str, list[tuple[Any, str]]] = {}  # tab -> its (component, infotext name) fields
 
 
 def register_paste_params_button(binding: ParamBinding) -> None:
@@ -70,3 +71,21 @@ def paste(binding: ParamBinding, value: Any) -> dict[str, str]:
     component = binding.source_text_component
     text = component.preprocess(value) if hasattr(component, "preprocess") else value
     return parse_generation_parameters(text)
+
+
+def connect_paste_params_buttons() -> None:
+    """What the host does once every tab is built: each registered send-to button, clicked, reads its text
+    component (an event input: through the component's preprocess) and fills the target tab's fields from
+    ``parse_generation_parameters``; a field the text does not name is left as it is."""
+    import gradio as gr
+
+    for binding in registered_param_bindings:
+        fields = paste_fields.get(binding.tabname)
+        if not fields or binding.source_text_component is None:
+            continue
+
+        def paste(text: str, fields: list[tuple[Any, str]] = fields) -> list[Any]:
+            params = parse_generation_parameters(text)
+            return [params[key] if key in params else gr.update() for _, key in fields]
+
+        binding.paste_button.click(paste, [binding.source_text_component], [f for f, _ in fields])

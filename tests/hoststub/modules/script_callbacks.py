@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 callbacks: dict[str, list[Any]] = {"ui_tabs": [], "ui_settings": [], "app_started": []}
+
+
+def _add(kind: str, callback: Any) -> None:
+    # As the WebUI's add_callback does on every registration (it records who registered): inspect.stack()
+    # walks every frame, and for frames without a file (the import system's) inspect.getmodule goes through
+    # sys.modules.
+    _ = [frame for frame in inspect.stack() if frame.filename != __file__]
+    callbacks[kind].append(callback)
 
 
 def clear() -> None:
@@ -13,15 +22,15 @@ def clear() -> None:
 
 
 def on_ui_tabs(callback: Any, *, name: str | None = None) -> None:
-    callbacks["ui_tabs"].append(callback)
+    _add("ui_tabs", callback)
 
 
 def on_ui_settings(callback: Any, *, name: str | None = None) -> None:
-    callbacks["ui_settings"].append(callback)
+    _add("ui_settings", callback)
 
 
 def on_app_started(callback: Any, *, name: str | None = None) -> None:
-    callbacks["app_started"].append(callback)
+    _add("app_started", callback)
 
 
 def ui_tabs_callback() -> list[Any]:
