@@ -94,7 +94,7 @@ def test_without_ray_a_clear_error(model_root, tmp_path, monkeypatch, capsys):
     code = dataset(model_root, str(tmp_path / "in"), "-o", str(tmp_path / "out"))
     err = capsys.readouterr().err
     assert code == 2 and "pip install -e '.[ray]'" in err and "is not installed" in err
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # nothing tagged
 
 
 def _flags(command: str) -> set[str]:
@@ -413,3 +413,18 @@ def test_resume_after_an_interrupted_run(ray_local, model_root, tmp_path, capsys
     keys = read_out(out)["key"].to_pylist()
     assert sorted(keys) == sorted(str(p) for p in folder.glob("*.png"))  # every image exactly once
     assert not hidden_leftovers(out)
+
+
+def test_a_model_of_another_family_is_refused_before_any_work(tmp_path, capsys):
+    """The dataset's decode tasks prepare the WD14 way; another family would be fed a wrong tensor silently."""
+    for module in ("fsspec", "pyarrow", "ray"):
+        pytest.importorskip(module, reason=RAY_MISSING)
+    from tests.test_families import BY_ID, build
+
+    fam = BY_ID["pixai"]
+    build(tmp_path / "models", fam)
+    square(tmp_path / "in" / "a.png", COLOURS["red"])
+    args = ["dataset", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--models-dir", str(tmp_path / "models")]
+    assert main([*args, "--model", fam.folder]) == 2
+    assert "WD14 input contract only" in capsys.readouterr().err
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # nothing tagged

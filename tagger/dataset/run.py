@@ -275,6 +275,14 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
     tagger = Tagger(cfg.models_dir, "cpu", download=cfg.download, progress=sys.stderr.isatty(), threads=1)
     probe = tagger.load(cfg.model)
     files, labels, size = probe.files, probe.labels, probe.size
+    described = tagger.describe(cfg.model)
+    if not described.is_wd14_contract:
+        # The decode tasks prepare images the WD14 way (pixels 0..255, padded white): any other family would be
+        # fed the wrong tensor without a word. Refuse it until they ship the family's own preparation.
+        raise DatasetError(
+            f"{cfg.model} is a {described.family} model; the dataset command runs models with the WD14 input "
+            "contract only for now. Tag it with `python -m tagger tag DIR` (same options), or the API."
+        )
     if cfg.embeddings and (problem := embedding_problem(probe)):
         raise DatasetError(problem)
     tagger.unload_all()
