@@ -358,8 +358,9 @@ def iter_plan(config: BatchConfig, cancel: threading.Event | None = None) -> Ite
 def plan_image(
     image: Path, root: Path, config: BatchConfig, claimed: dict[str, Path], backups: dict[str, Path]
 ) -> Planned:
-    """What a run does with ``image`` (found under ``root``), given the captions and backups earlier images of
-    the run have claimed (``claimed``, ``backups``: updated). ``iter_plan``'s step, and the dataset command's."""
+    """What a run does with ``image`` (found under ``root``): its caption and backup paths and the action.
+    ``claimed`` (caption file -> image) and ``backups`` (backup file -> caption) are the run's so far; the
+    dataset command plans its local images with this too."""
     try:
         cap = caption_path(image, root, config)
     except BatchConfigError as e:
@@ -698,8 +699,8 @@ def run_batch(
                     continue
                 result = postprocess(pred.probs, labels, opts, mcut=mcut)
                 try:
-                    written = write_image_files(
-                        job, result, pred.probs, labels, mcut, config, opts, model_id, pred.embedding,
+                    written = write_outputs(
+                        job, pred.probs, labels, mcut, result, config, opts, model_id, pred.embedding,
                         record=meta is not None,
                     )  # fmt: skip
                 except OSError as e:
@@ -747,29 +748,39 @@ def _collision_reason(image: Path, first: Path, caption: Path, config: BatchConf
 
 @dataclass(frozen=True)
 class Written:
-    """What ``write_image_files`` wrote for one image."""
+    """What ``write_outputs`` wrote for one image."""
 
-    caption: str  # the caption the run made (before an append/prepend merged it with the one there)
     text: str  # the caption file's text
-    counted: list[str]  # the caption's tags as the counts take them (the merge's, or the tagger's plain ones)
-    backed_up: bool  # the earlier caption was kept as a backup first
-    record: dict[str, Any] | None  # the JSON sidecar's record, when one was made
+    backed_up: bool  # the caption there was kept at the job's backup first
+    counted: list[str]  # the caption's tags as the single-image view spells them (for tag counts)
+    record: dict[str, Any] | None  # the JSON sidecar's record (when written or asked for)
 
 
-def write_image_files(job: Job, result: TagResult, probs: Any, labels: Any, mcut: Any, config: BatchConfig,
-                      opts: TagOptions, model_id: str, embedding: Any = None, *, record: bool = False) -> Written:  # fmt: skip
-    """Write one image's caption (by ``config``: the existing-caption policy, backup, merge with its embedded
-    prompt), its JSON sidecar and its embedding file, as ``tag DIR`` does; ``record``: make the sidecar's record
-    even without the sidecar (for the metadata file). Raises OSError when a file cannot be written."""
-    merged = merged_caption(job.image, probs, labels, opts, mcut) if config.caption_from == "merge" else None
-    tags = merged or list(result.tags)
-    text, backed_up = _write_caption(job, tags, config, opts.separator)
-    made = sidecar_record(probs, labels, model_id, result) if config.json_sidecar or record else None
+def write_outputs(
+    job: Job,
+    probs: Any,
+    labels: Any,
+    mcut: Any,
+    result: TagResult,
+    config: BatchConfig,
+    options: TagOptions,
+    model_id: str,
+    embedding: Any = None,
+    *,
+    record: bool = False,
+) -> Written:
+    """Everything a run writes for one tagged image: its caption (from the embedded prompt and the tags under
+    ``caption_from`` merge), the JSON sidecar and the embedding where ``config`` asks for them. ``options`` is
+    what ``result`` was made with (its escape is ``config.escape``); ``record`` asks for the sidecar's record
+    without the file. ``tag DIR`` and the dataset command both write through this. Raises OSError."""
+    merged = merged_caption(job.image, probs, labels, options, mcut) if config.caption_from == "merge" else None
+    text, backed_up = _write_caption(job, merged or list(result.tags), config, options.separator)
+    rec = sidecar_record(probs, labels, model_id, result) if config.json_sidecar or record else None
     if config.json_sidecar:
-        write_atomic(job.caption.with_suffix(".json"), json.dumps(made, ensure_ascii=False) + "\n")
+        write_atomic(job.caption.with_suffix(".json"), json.dumps(rec, ensure_ascii=False) + "\n")
     if config.embeddings and embedding is not None:
         write_atomic(job.caption.with_suffix(EMBEDDING_SUFFIX), embedding_bytes(embedding))
-    return Written(opts.separator.join(tags), text, merged or list(result.plain), backed_up, made)
+    return Written(text, backed_up, merged or list(result.plain), rec)
 
 
 def merged_caption(image: Path, probs: Any, labels: Any, options: TagOptions, mcut: Any) -> list[str] | None:

@@ -9,6 +9,7 @@ import os
 import sys
 import typing
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -120,24 +121,6 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rating-last", action="store_true", help="put the top rating last (--rating puts it first)")
 
 
-def options_from_args(args: argparse.Namespace, base: TagOptions | None = None) -> TagOptions:
-    """The TagOptions the flags give over ``base`` (the model's defaults): a threshold not given is base's, and
-    ``--threshold`` adds to base's category thresholds. OptionsError names the flag of a bad value."""
-    base = base or TagOptions()
-    given = {name: getattr(args, name) for name in OPTION_FIELDS if getattr(args, name, None) is not None}
-    if args.mcut:
-        given.update(general_mcut=True, character_mcut=True)
-    if args.rating_last:
-        given.update(include_rating=True, rating_position="last")
-    try:
-        if "category_thresholds" in given:
-            extra = parse_category_thresholds(",".join(given["category_thresholds"]))
-            given["category_thresholds"] = {**dict(base.category_thresholds), **dict(extra)}
-        return options_from_mapping(given, base=base)
-    except OptionsError as e:
-        raise OptionsError(flag_of(e.field) or e.field, e.problem) from None
-
-
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR", help=f"model (default {DEFAULT_MODEL})")
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
@@ -152,7 +135,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_caption_file_options(g: argparse._ArgumentGroup, skip: str = "never touched, image not even read") -> None:
-    """The caption-file flags of ``tag`` that ``dataset --captions`` takes too."""
+    """The caption file flags of ``tag`` that ``dataset --captions`` takes too."""
     g.add_argument("--output-dir", metavar="DIR", help="write captions here, mirroring the input's sub-folders")
     g.add_argument(
         "--filename-format",
@@ -181,6 +164,24 @@ def _add_caption_file_options(g: argparse._ArgumentGroup, skip: str = "never tou
         "the tagger confirms and the words it cannot judge (trigger words; not LoRAs, quality or score tags), "
         "then the tagger's own (default tags: the tags alone)",
     )
+
+
+def options_from_args(args: argparse.Namespace, base: TagOptions | None = None) -> TagOptions:
+    """The TagOptions the flags give over ``base`` (the model's defaults): a threshold not given is base's, and
+    ``--threshold`` adds to base's category thresholds. OptionsError names the flag of a bad value."""
+    base = base or TagOptions()
+    given = {name: getattr(args, name) for name in OPTION_FIELDS if getattr(args, name, None) is not None}
+    if args.mcut:
+        given.update(general_mcut=True, character_mcut=True)
+    if args.rating_last:
+        given.update(include_rating=True, rating_position="last")
+    try:
+        if "category_thresholds" in given:
+            extra = parse_category_thresholds(",".join(given["category_thresholds"]))
+            given["category_thresholds"] = {**dict(base.category_thresholds), **dict(extra)}
+        return options_from_mapping(given, base=base)
+    except OptionsError as e:
+        raise OptionsError(flag_of(e.field) or e.field, e.problem) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "half a node's CPUs)")  # fmt: skip
     ray.add_argument("--rows-per-file", type=int, default=1024, metavar="N",
                      help="images per write task: each Parquet file holds at most N rows (default 1024)")  # fmt: skip
-    ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models with an embedding "
-                     "output, such as PixAI's)")  # fmt: skip
+    ray.add_argument("--embeddings", action="store_true", help="add the embedding column (models that have one); "
+                     "with --captions also the .npy file beside each caption, as tag")  # fmt: skip
     ray.add_argument("--path-column", metavar="NAME", help="the column of a Parquet/CSV listing holding the paths")
     dcap = ds.add_argument_group("caption files", "With --captions, also a caption file beside each local image "
                                  "(or under --output-dir), exactly as `tag DIR` writes it.")  # fmt: skip
@@ -402,14 +403,13 @@ def cmd_tag(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def batch_config_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
-    """The BatchConfig the caption flags give (``dataset`` has the shared ones only: the rest are defaults)."""
+def batch_config_from_args(args: argparse.Namespace) -> Any:
+    """The BatchConfig the caption flags give."""
     from tagger.batch import BatchConfig
 
-    metadata = getattr(args, "metadata", None)
-    fields = dict(
-        inputs=[Path(p) for p in getattr(args, "paths", ())],
-        recursive=getattr(args, "recursive", False),
+    return BatchConfig(
+        inputs=[Path(p) for p in args.paths],
+        recursive=args.recursive,
         output_dir=Path(args.output_dir) if args.output_dir else None,
         filename_format=args.filename_format,
         existing=args.existing or "skip",
@@ -419,11 +419,10 @@ def batch_config_from_args(args: argparse.Namespace, **overrides: Any) -> Any:
         escape=bool(args.escape),  # caption files: plain text unless --escape
         backup=not args.no_backup,
         backup_dir=Path(args.backup_dir) if args.backup_dir else None,
-        metadata=Path(metadata) if metadata else None,
-        workers=getattr(args, "workers", None),
+        metadata=Path(args.metadata) if args.metadata else None,
+        workers=args.workers,
         caption_from=args.caption_from,
     )
-    return BatchConfig(**{**fields, **overrides})
 
 
 def _tag_to_captions(tagger: Any, args: argparse.Namespace, opts: TagOptions, out: TextIO) -> int:
@@ -519,8 +518,7 @@ class _ProgressReporter:
 
 
 def cmd_dataset(args: argparse.Namespace, out: TextIO) -> int:
-    from dataclasses import replace
-
+    from tagger.batch import BatchConfig
     from tagger.dataset import DatasetConfig, parse_actors, run_dataset
     from tagger.engine import Tagger
 
@@ -529,26 +527,40 @@ def cmd_dataset(args: argparse.Namespace, out: TextIO) -> int:
     except ValueError as e:
         _print_err(f"error: {e}")
         return EXIT_USAGE
-    file_flags = [f for f, on in (("--output-dir", args.output_dir), ("--existing", args.existing),
-                                  ("--json", args.json), ("--no-backup", args.no_backup), ("--backup-dir", args.backup_dir),
-                                  ("--filename-format", args.filename_format != "[name].txt"),
-                                  ("--caption-from", args.caption_from != "tags")) if on]  # fmt: skip
-    if file_flags and not args.captions:
-        _print_err(f"error: {', '.join(file_flags)}: for caption files; add --captions")
+    file_flags = [args.output_dir, args.json, args.existing, args.no_backup, args.backup_dir,
+                  args.filename_format != "[name].txt", args.caption_from != "tags"]  # fmt: skip
+    if any(file_flags) and not args.captions:
+        _print_err(
+            "error: --output-dir, --filename-format, --existing, --json, --no-backup, --backup-dir and --caption-from "
+            "are for caption files: add --captions"
+        )
         return EXIT_USAGE
-    # The model is resolved here on the driver (and downloaded once if need be), with its own default thresholds.
-    tagger = Tagger(args.models_dir, "cpu", download=not args.offline, progress=sys.stderr.isatty(), threads=1)
-    config = batch_config_from_args(args, embeddings=False)  # OUT's column, not .npy files beside the captions
-    options = replace(options_from_args(args, tagger.default_options(args.model)), escape=config.escape)
+    captions = None
+    if args.captions:
+        captions = BatchConfig(
+            inputs=[],
+            output_dir=Path(args.output_dir) if args.output_dir else None,
+            filename_format=args.filename_format,
+            existing=args.existing or "skip",
+            json_sidecar=args.json,
+            embeddings=args.embeddings,
+            escape=bool(args.escape),
+            backup=not args.no_backup,
+            backup_dir=Path(args.backup_dir) if args.backup_dir else None,
+            caption_from=args.caption_from,
+        )
+    # As cmd_tag: the flags over the model's own defaults (from its catalog entry or its files here; nothing is
+    # downloaded for it), and the caption text plain unless --escape, as caption files are.
+    base = Tagger(args.models_dir, "cpu", download=False).default_options(args.model)
+    options = replace(options_from_args(args, base), escape=bool(args.escape))
     cfg = DatasetConfig(
         sources=list(args.sources), output=args.output, model=args.model, options=options,
         models_dir=args.models_dir, device=args.device, download=not args.offline, batch_size=args.batch_size,
         actors=actors, threads=args.threads, gpus_per_actor=args.gpus_per_actor, rows_per_file=args.rows_per_file,
-        address=args.address, captions=config if args.captions else None, embeddings=args.embeddings,
-        path_column=args.path_column,
+        address=args.address, captions=captions, embeddings=args.embeddings, path_column=args.path_column,
     )  # fmt: skip
     try:
-        s = run_dataset(cfg, say=_print_err, tagger=tagger)
+        s = run_dataset(cfg, say=_print_err)
     except KeyboardInterrupt:
         _print_err("interrupted: every file in OUT so far is complete; run the same command again to resume")
         return 130

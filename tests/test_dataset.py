@@ -95,7 +95,26 @@ def test_without_ray_a_clear_error(model_root, tmp_path, monkeypatch, capsys):
     code = dataset(model_root, str(tmp_path / "in"), "-o", str(tmp_path / "out"))
     err = capsys.readouterr().err
     assert code == 2 and "pip install -e '.[ray]'" in err and "is not installed" in err
-    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "out").rglob("*.parquet"))  # nothing tagged
+
+
+def _flags(command: str) -> set[str]:
+    from tagger.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    return {flag for action in sub.choices[command]._actions for flag in action.option_strings}
+
+
+def test_dataset_takes_every_tag_option_of_tag():
+    """Every tag option and caption-file flag of `tag` (thresholds by category, --exclude-categories, --escape,
+    --rating-last, backups, --caption-from...) is a `dataset` flag spelled the same; only what needs one machine
+    or one process's output stays `tag`'s."""
+    tag_only = {"--format", "--cache", "--no-cache", "-r", "--recursive", "--metadata", "--workers",
+                "--frequency-tags", "--frequency-csv", "--dry-run", "--stats"}  # fmt: skip
+    assert _flags("tag") - _flags("dataset") == tag_only
+    assert {"--threshold", "--exclude-categories", "--escape", "--caption-separator", "--no-backup"} <= _flags(
+        "dataset"
+    )
 
 
 # -- small pieces that need pyarrow, not a cluster -------------------------------------------------------------
@@ -183,8 +202,9 @@ def mixed_folder(tmp_path: Path) -> Path:
 def test_folder_to_parquet(ray_local, model_root, mixed_folder, tmp_path, capsys):
     from tagger.dataset import errors_schema, output_schema
 
+    # the caption column is a caption file's text: plain unless --escape, as `tag DIR` writes captions
     engine = Tagger(model_root, "cpu", download=False, progress=False)
-    options = TagOptions(general_threshold=0.5, escape=False)  # caption files are plain unless --escape
+    options = TagOptions(general_threshold=0.5, escape=False)
     out = tmp_path / "out"
     code = dataset(model_root, str(mixed_folder), "-o", str(out), "--rows-per-file", "2", "--general-threshold", "0.5")
     err = capsys.readouterr().err
@@ -215,7 +235,7 @@ def test_folder_to_parquet(ray_local, model_root, mixed_folder, tmp_path, capsys
                 assert p == pytest.approx(want[tag], abs=2e-3 if name.endswith(".jpg") else 1e-5)
         assert {"solo", "long_hair", "low_probability"} <= set(general)  # 0.9, 0.5, 0.1: all above the floor
         assert "hakurei_reimu" in character  # 0.3: kept although under every default threshold
-        # the caption is the engine's, as `tag` writes it into a caption file under the same options
+        # the caption is the engine's, as `tag` gives it for this image under the same options
         assert row["caption"] == engine.tag_image("test-model", path, options).result.prompt
     assert rows["red.png"]["caption"].startswith("red theme, solo")
 
@@ -247,7 +267,7 @@ def test_captions_are_byte_identical_to_tag_dir(ray_local, model_root, tmp_path,
     b = tmp_path / "b"
     shutil.copytree(a, b)
     opts = ["--existing", "append", "--json", "--general-threshold", "0.3", "--weights", "--exclude", "solo",
-            "--rating", "--add", "masterpiece"]  # fmt: skip
+            "--rating-last", "--add", "masterpiece"]  # fmt: skip
     assert main(["tag", str(a), "-r", "--model", "test-model", "--models-dir", str(model_root), *opts]) == 1
     capsys.readouterr()
     out = tmp_path / "out"
@@ -257,7 +277,9 @@ def test_captions_are_byte_identical_to_tag_dir(ray_local, model_root, tmp_path,
 
     written_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.suffix in (".txt", ".json", ".bak"))
     written_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.suffix in (".txt", ".json", ".bak"))
-    assert written_a == written_b and len(written_a) == 9  # 4 captions (one appended to, kept first), 4 sidecars
+    # 4 captions (one appended to; plain text, as `tag` writes them), 4 sidecars, the appended one's backup
+    assert written_a == written_b and len(written_a) == 9
+    assert (b / "red one.txt.bak").read_text(encoding="utf-8") == "hand written, long_hair\n"
     for rel in written_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
     errors = read_errors(out)

@@ -12,7 +12,7 @@ One streaming Ray Data pipeline, so memory stays flat however large SRC is:
    nodes get the same bytes once per node through the object store;
 4. write (Ray tasks): ``postprocess`` under the tag options, one Parquet file per block written atomically and
    named after its rows, failures into ``OUT/_errors``, and with ``--captions`` the caption files beside local
-   images, written by the same code as ``tag DIR`` (``batch.write_caption``).
+   images, written by the same code as ``tag DIR`` (``batch.write_outputs``).
 
 Ray retries the tasks and restarts the actors of a worker or node that dies. A block written again after a
 retry lands under the same name; a row that still came out twice (a retried block batched otherwise) is

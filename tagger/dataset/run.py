@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tagger.batch import BatchConfig
+from tagger.batch import BatchConfig, check_config
 from tagger.dataset.common import DatasetError, require
 from tagger.dataset.output import Holdings, OutputStore, prune_errors, scan_output
 from tagger.dataset.sources import Entry, assign_captions, list_sources
@@ -142,7 +142,8 @@ def _listing_tables(entries: list[Entry], holdings: Holdings) -> list[Any]:
         recaption = bool(entry.caption and done.get(entry.source) and not Path(entry.caption).exists())
         group.append({
             "source": entry.source, "kind": entry.kind, "caption": entry.caption, "backup": entry.backup,
-            "problem": entry.problem, "recaption": recaption, "done_keys": list(done), "done_hashes": list(done.values()),
+            "problem": entry.problem,
+            "recaption": recaption, "done_keys": list(done), "done_hashes": list(done.values()),
         })  # fmt: skip
         if entry.kind == "tar" or len(group) >= FILES_PER_TASK:
             flush()
@@ -248,17 +249,17 @@ def _pipeline(ray: Any, tables: list[Any], prep: Any, ship: ModelShip, plan: Pla
         num_cpus=plan.threads,
         **gpu_args,
     )
-    where = {"label_selector": {"ray.io/node-id": plan.write_node}} if plan.write_node else {}
+    # Writes kept on the driver's node ask for no CPU of it: actors may hold all of that node's CPUs (a restarted
+    # one lands where there is room), and writes queued behind them would stop the run.
+    where = {"label_selector": {"ray.io/node-id": plan.write_node}, "num_cpus": 0} if plan.write_node else {}
     return ds.map_batches(write_block, batch_size=cfg.rows_per_file, batch_format="pyarrow", fn_kwargs={"spec": spec},
-                          num_cpus=1, **where)  # fmt: skip
+                          **{"num_cpus": 1, **where})  # fmt: skip
 
 
-def run_dataset(
-    cfg: DatasetConfig, say: Callable[[str], None] = lambda text: None, tagger: Any = None
-) -> DatasetSummary:
-    """Tag every image of ``cfg.sources`` into the Parquet dataset ``cfg.output``. See the module docstring.
-
-    ``tagger``: the engine that resolves the model on the driver (default: one on ``cfg.models_dir``, CPU)."""
+def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: None) -> DatasetSummary:
+    """Tag every image of ``cfg.sources`` into the Parquet dataset ``cfg.output``. See the module docstring."""
+    if cfg.captions is not None:
+        check_config(cfg.captions)
     if cfg.rows_per_file < 1:
         raise DatasetError("--rows-per-file must be at least 1")
     for module in ("pyarrow", "fsspec", "ray"):
@@ -274,8 +275,7 @@ def run_dataset(
 
     # The model is resolved (and downloaded, once) here on the driver, and loaded on its CPU to learn how an image
     # becomes its input and check it before any cluster work: a model that cannot be had fails now.
-    if tagger is None:
-        tagger = Tagger(cfg.models_dir, "cpu", download=cfg.download, progress=sys.stderr.isatty(), threads=1)
+    tagger = Tagger(cfg.models_dir, "cpu", download=cfg.download, progress=sys.stderr.isatty(), threads=1)
     probe = tagger.load(cfg.model)
     files, labels, prep = probe.files, probe.labels, probe.prepare or probe.size
     if cfg.embeddings and (problem := embedding_problem(probe)):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tagger.batch import BatchConfig, check_config, iter_images, plan_image
+from tagger.batch import BatchConfig, iter_images, plan_image
 from tagger.dataset.common import DatasetError, absolute, is_url, open_source, require, url_fs
 from tagger.errors import ImageError
 from tagger.images import image_extensions
@@ -206,7 +206,6 @@ def assign_captions(entries: list[Entry], config: BatchConfig) -> None:
     that would leave the output folder, or that another image already has, fails that image; an image whose
     caption exists under ``--existing skip`` (or a second link to the same file) gets none, and is tagged into
     OUT all the same."""
-    check_config(config)
     claimed: dict[str, Path] = {}
     backups: dict[str, Path] = {}
     for entry in entries:

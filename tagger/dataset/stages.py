@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tagger import __version__
-from tagger.batch import BatchConfig, Job, write_image_files
+from tagger.batch import BatchConfig, Job, write_outputs
 from tagger.cache import DEFAULT_FLOOR, content_hash
 from tagger.dataset.common import require
 from tagger.dataset.output import (
@@ -275,23 +275,21 @@ def write_block(block: Any, spec: WriteSpec) -> Any:
             continue
         probs = np.frombuffer(row["probs"], dtype=np.float32)
         result = postprocess(probs, spec.labels, spec.options)
-        caption = result.prompt
         if row["caption"] and spec.captions is not None:
             job = Job(Path(row["key"]), Path(row["caption"]), Path(row["backup"]) if row["backup"] else None)
             try:
-                written = write_image_files(job, result, probs, spec.labels, None, spec.captions, spec.options,
-                                            spec.model_id)  # fmt: skip
+                written = write_outputs(job, probs, spec.labels, None, result, spec.captions, spec.options,
+                                        spec.model_id, row.get("embedding"))  # fmt: skip
             except OSError as e:
                 fail(row, f"caption {job.caption} could not be written ({e.strerror or e})")
                 continue
-            caption = written.caption
             counts["backups"] += written.backed_up
         if status == "recaption":
             counts["recaptioned"] += 1
             continue
         probs_columns.add(probs)
         record = {"key": row["key"], "source": row["source"], "content_hash": row["content_hash"],
-                  "model": spec.model_id, "caption": caption, "embedding": row.get("embedding")}  # fmt: skip
+                  "model": spec.model_id, "caption": result.prompt, "embedding": row.get("embedding")}  # fmt: skip
         for name, value in record.items():
             tagged[name].append(value)
         if row["replaces"]:
