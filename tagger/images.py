@@ -110,19 +110,24 @@ def load_image(
     raise TypeError(f"cannot load an image from a {type(source).__name__}")
 
 
+def read_error(label: str, exc: OSError) -> ImageError:
+    """The ImageError for a file that cannot be opened or read, worded the same wherever files are read."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(label, "file not found")
+    if isinstance(exc, IsADirectoryError):
+        return ImageError(label, "is a directory, not an image file")
+    if isinstance(exc, PermissionError):
+        return ImageError(label, "permission denied: the file cannot be read")
+    return ImageError(label, f"cannot read the file ({exc.strerror or exc})")
+
+
 def _load_path(path: Path, label: str, max_pixels: int | None) -> Image.Image:
     try:
         if path.is_dir():
             raise ImageError(label, "is a directory, not an image file")
         fp = path.open("rb")
-    except FileNotFoundError:
-        raise ImageError(label, "file not found") from None
-    except IsADirectoryError:
-        raise ImageError(label, "is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageError(label, "permission denied: the file cannot be read") from None
     except OSError as exc:
-        raise ImageError(label, f"cannot read the file ({exc.strerror or exc})") from exc
+        raise read_error(label, exc) from exc
     with fp:
         try:
             empty = os.fstat(fp.fileno()).st_size == 0

@@ -13,8 +13,7 @@ from typing import Any
 
 from tagger.batch import BatchConfig, iter_images, plan_image
 from tagger.dataset.common import DatasetError, absolute, is_url, open_source, require, url_fs
-from tagger.errors import ImageError
-from tagger.images import image_extensions
+from tagger.images import image_extensions, read_error
 
 log = logging.getLogger(__name__)
 
@@ -162,14 +161,8 @@ def read_bytes(source: str) -> bytes:
     try:
         with open_source(source) as fh:
             return fh.read()
-    except FileNotFoundError:
-        raise ImageError(source, "file not found") from None
-    except IsADirectoryError:
-        raise ImageError(source, "is a directory, not an image file") from None
-    except PermissionError:
-        raise ImageError(source, "permission denied: the file cannot be read") from None
     except OSError as e:
-        raise ImageError(source, f"cannot read the file ({e.strerror or e})") from e
+        raise read_error(source, e) from e
 
 
 def shard_members(source: str) -> Iterator[tuple[str, bytes | None, str | None]]:
