@@ -32,6 +32,7 @@ from tagger.errors import ModelFormatError
 from tagger.options import TagOptions
 from tagger.postprocess import postprocess
 from tests.modelgen import Row, _logit, build_family_model, family_embedding, family_expected, write_csv
+from tests.test_images import _scene
 
 PIXEL_BOUND = 0.5  # mean |fed - reference| allowed, in 0..255 pixel units (before normalisation)
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32).reshape(3, 1, 1)
@@ -42,14 +43,9 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32).reshape(3, 1, 1
 
 
 def scene(width: int, height: int, alpha: bool = False) -> Image.Image:
-    """Gradients, hard edges and texture; with ``alpha``, a transparent band and a half-transparent one."""
-    y, x = np.mgrid[0:height, 0:width]
-    arr = np.stack(
-        [x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), ((x // 7 + y // 5) % 2) * 200 + 20],
-        axis=-1,
-    ).astype(np.uint8)
-    arr[height // 4 : height // 2, width // 3 : width // 2] = (250, 30, 30)
-    img = Image.fromarray(arr)
+    """test_images' scene (gradients, hard edges, texture); with ``alpha``, a transparent band and a
+    half-transparent one."""
+    img = _scene(width, height)
     if not alpha:
         return img
     a = np.full((height, width), 255, dtype=np.uint8)

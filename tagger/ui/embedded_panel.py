@@ -45,15 +45,7 @@ class EmbeddedPanel:
         self.state = gr.State(Shown(None))
         with gr.Group(visible=False, elem_id="tagger_embedded") as self.group:
             self.source = gr.HTML(elem_id="tagger_embedded_source")
-            self.prompt = compat.SendableTextbox(
-                label="Embedded prompt",
-                lines=3,
-                max_lines=12,
-                elem_id="tagger_embedded_prompt",
-                show_copy_button=True,
-                interactive=True,
-            )
-            self.prompt.outgoing = self.host.send_text
+            self.prompt = self._sendable(image, "embedded", label="Embedded prompt")
             with gr.Row(elem_id="tagger_embedded_details"):
                 self.negative = gr.Textbox(
                     label="Embedded negative prompt", lines=2, max_lines=8, interactive=False,
@@ -63,23 +55,13 @@ class EmbeddedPanel:
                     label="Embedded settings", lines=2, max_lines=8, interactive=False,
                     elem_id="tagger_embedded_settings",
                 )  # fmt: skip
-            if self.host.send_targets():
-                with gr.Row(elem_id="tagger_send_embedded_row"):
-                    self.host.add_send_buttons(image, self.prompt, name="embedded")
             self.comparison = gr.HTML(elem_id="tagger_comparison")
-            self.merged = compat.SendableTextbox(
+            self.merged = self._sendable(
+                image,
+                "merged",
                 label="Merged prompt",
                 info="The embedded prompt without what the tagger contradicts, plus what it adds",
-                lines=3,
-                max_lines=12,
-                elem_id="tagger_merged_prompt",
-                show_copy_button=True,
-                interactive=True,
             )
-            self.merged.outgoing = self.host.send_text
-            if self.host.send_targets():
-                with gr.Row(elem_id="tagger_send_merged_row"):
-                    self.host.add_send_buttons(image, self.merged, name="merged")
             with gr.Row(elem_id="tagger_embedded_switches"):
                 self.keep_networks = gr.Checkbox(
                     label="Keep LoRA and embedding references", value=True, elem_id="tagger_keep_networks"
@@ -90,6 +72,17 @@ class EmbeddedPanel:
                     value=False,
                     elem_id="tagger_send_settings",
                 )
+
+    def _sendable(self, image: Any, name: str, **textbox: Any) -> Any:
+        """A prompt box that the send-to buttons under it hand to the host (a row of them where it has tabs)."""
+        box = compat.SendableTextbox(
+            lines=3, max_lines=12, elem_id=f"tagger_{name}_prompt", show_copy_button=True, interactive=True, **textbox
+        )
+        box.outgoing = self.host.send_text
+        if self.host.send_targets():
+            with gr.Row(elem_id=f"tagger_send_{name}_row"):
+                self.host.add_send_buttons(image, box, name=name)
+        return box
 
     @property
     def outputs(self) -> list[Any]:
