@@ -7,6 +7,15 @@ the real models' proportions. Weights are seeded random numbers: the tags mean n
 - ``vit``: ViT-B/16 at 448 (as wd-vit-tagger-v3): Conv patch embedding, 784 tokens, 12 pre-norm transformer
   blocks (dim 768, 12 heads, MLP 3072, LayerNormalization, exact GELU via Erf), final LayerNorm, global
   average pool, Gemm head to 10861 and Sigmoid. 94M parameters.
+- ``swinv2``: SwinV2-B at 448 as wd-swinv2-tagger-v3 (timm ``swinv2_base_window8_256`` with ``img_size=448,
+  window_size=14``): 4x4 patch embedding and LayerNorm to 112x112 tokens of 128, stages of depth 2/2/18/2 with
+  4/8/16/32 heads at widths 128/256/512/1024 on 112/56/28/14 tokens a side, 14x14 windows, every second block
+  shifted by 7 (a roll as Slice + Concat, and a constant attention mask) except in the last stage, where one
+  window covers the map. Cosine attention (L2-normalised q and k, a per-head logit scale, q and v biases), a
+  continuous relative position bias folded into a constant per block as an export does, post-norm residual
+  blocks (LayerNorm after attention and after the 4x GELU MLP), patch merging (2x2 concat, Linear 4C -> 2C,
+  LayerNorm), final LayerNorm, global average pool and the head. 98M weights and 19M constants (biases,
+  norms, the position-bias and mask tables): a 467 MB file.
 - ``convnext``: ConvNeXt-B at 448 (as wd-convnext-tagger-v3): 4x4 stem, stages of depth 3/3/27/3 at widths
   128/256/512/1024 with 7x7 depthwise convolutions, channels-last LayerNorm, 4x MLP with GELU and layer
   scale, global average pool, LayerNorm and the same head. 98M parameters.
@@ -32,7 +41,8 @@ N_RATING = 4
 N_CHARACTER = 2800  # the v3 csv has 4 rating, ~8,000 general and ~2,800 character rows
 BUILD_VERSION = 4  # bump when a graph changes: cached files of another version are rebuilt
 
-MODEL_NAMES = ("vit", "convnext", "trivial")
+MODEL_NAMES = ("vit", "swinv2", "convnext", "trivial")
+TITLES = {"vit": "ViT-B/16", "swinv2": "SwinV2-B", "convnext": "ConvNeXt-B", "trivial": "trivial"}  # for reports
 
 
 def cache_dir() -> Path:
@@ -207,11 +217,123 @@ def build_trivial(path: Path, *, n_tags: int = N_TAGS, seed: int = 2) -> None:
     g.finish(out, n_tags, path, "trivial")
 
 
-BUILDERS: dict[str, Callable[..., None]] = {"vit": build_vit, "convnext": build_convnext, "trivial": build_trivial}
+def _relative_position_bias(g: _Graph, window: int, heads: int) -> np.ndarray:
+    """SwinV2's continuous position bias, ``[heads, w*w, w*w]``: a 2-512-heads MLP (ReLU) over log-spaced
+    relative coordinates, ``16 * sigmoid``, gathered per token pair. It depends on weights only, so an export
+    folds it into a constant; computed here once in numpy with random MLP weights."""
+    rel = np.arange(-(window - 1), window, dtype=np.float32) / max(window - 1, 1) * 8
+    table = np.stack(np.meshgrid(rel, rel, indexing="ij"), axis=-1).reshape(-1, 2)  # [(2w-1)^2, 2]
+    table = np.sign(table) * np.log2(np.abs(table) + 1.0) / np.log2(8)
+    w1 = g.rng.standard_normal((2, 512), dtype=np.float32) * 0.5
+    w2 = g.rng.standard_normal((512, heads), dtype=np.float32) * 0.05
+    bias_table = np.maximum(table @ w1, 0.0) @ w2  # [(2w-1)^2, heads]
+    coords = np.stack(np.meshgrid(np.arange(window), np.arange(window), indexing="ij")).reshape(2, -1)
+    rel_idx = coords[:, :, None] - coords[:, None, :] + window - 1  # [2, w*w, w*w]
+    index = rel_idx[0] * (2 * window - 1) + rel_idx[1]
+    bias = bias_table[index.reshape(-1)].reshape(window * window, window * window, heads)
+    return (16.0 / (1.0 + np.exp(-bias))).transpose(2, 0, 1).astype(np.float32)
+
+
+def _shift_mask(side: int, window: int, shift: int) -> np.ndarray:
+    """The shifted-window attention mask, ``[windows, 1, w*w, w*w]``: 0 between tokens from the same region
+    of the rolled map, -100 across regions (Swin's constant)."""
+    region = np.zeros((side, side), np.float32)
+    cuts = ((0, side - window), (side - window, side - shift), (side - shift, side))
+    for n, (h0, h1) in enumerate(cuts):
+        for m, (w0, w1) in enumerate(cuts):
+            region[h0:h1, w0:w1] = 3 * n + m
+    per = side // window
+    win = region.reshape(per, window, per, window).transpose(0, 2, 1, 3).reshape(per * per, window * window)
+    mask = np.where(win[:, None, :] != win[:, :, None], -100.0, 0.0).astype(np.float32)
+    return mask[:, None]
+
+
+def build_swinv2(path: Path, *, n_tags: int = N_TAGS, depths: tuple[int, ...] = (2, 2, 18, 2), dim: int = 128,
+                 heads: tuple[int, ...] = (4, 8, 16, 32), window: int = 14, patch: int = 4,
+                 seed: int = 3) -> None:  # fmt: skip
+    """SwinV2-B @448 with the WD14 contract (see the module docstring)."""
+    g = _Graph(seed)
+
+    def zeros(n: int) -> str:
+        return g.const(np.zeros(n, np.float32))
+
+    def post_norm(y: str, c: int) -> str:  # SwinV2's residual post-norm, initialised small as its weights train
+        scale, bias = g.const(np.full(c, 0.1, np.float32)), zeros(c)
+        return g.op("LayerNormalization", [y, scale, bias], axis=-1, epsilon=1e-5)
+
+    def roll(x: str, side: int, by: int) -> str:  # torch.roll on H and W of [N, H, W, C], as exported
+        k = by % side
+        for axis in (1, 2):
+            tail = g.op("Slice", [x, g.ints([side - k]), g.ints([side]), g.ints([axis])])
+            head = g.op("Slice", [x, g.ints([0]), g.ints([side - k]), g.ints([axis])])
+            x = g.op("Concat", [tail, head], axis=axis)
+        return x
+
+    def l2_normalize(t: str) -> str:  # F.normalize(t, dim=-1)
+        norm = g.op("ReduceL2", [t], axes=[-1], keepdims=1)
+        return g.op("Div", [t, g.op("Max", [norm, g.const(np.array(1e-12, np.float32))])])
+
+    def attention(x: str, side: int, c: int, n_heads: int, shift: int) -> str:
+        """Shifted-window cosine attention on ``[N, side, side, c]``."""
+        w = min(window, side)
+        per, tokens, head_dim = side // w, w * w, c // n_heads
+        if shift:
+            x = roll(x, side, -shift)
+        x = g.op("Reshape", [x, g.ints([-1, per, w, per, w, c])])
+        x = g.op("Transpose", [x], perm=[0, 1, 3, 2, 4, 5])
+        x = g.op("Reshape", [x, g.ints([-1, tokens, c])])  # [N * windows, tokens, c]
+        qkv_bias = np.concatenate([g.rng.standard_normal(c, dtype=np.float32) * 0.02, np.zeros(c, np.float32),
+                                   g.rng.standard_normal(c, dtype=np.float32) * 0.02])  # fmt: skip
+        qkv = g.op("Add", [g.op("MatMul", [x, g.weight((c, 3 * c))]), g.const(qkv_bias.astype(np.float32))])
+        qkv = g.op("Reshape", [qkv, g.ints([-1, tokens, 3, n_heads, head_dim])])
+        qkv = g.op("Transpose", [qkv], perm=[2, 0, 3, 1, 4])  # [3, N * windows, heads, tokens, head_dim]
+        q, k, v = (g.op("Gather", [qkv, g.const(np.array(i, np.int64))], axis=0) for i in range(3))
+        att = g.op("MatMul", [l2_normalize(q), g.op("Transpose", [l2_normalize(k)], perm=[0, 1, 3, 2])])
+        logit_scale = np.exp(np.minimum(np.log(10.0) + g.rng.standard_normal(n_heads) * 0.1, np.log(100.0)))
+        att = g.op("Mul", [att, g.const(logit_scale.astype(np.float32).reshape(n_heads, 1, 1))])
+        att = g.op("Add", [att, g.const(_relative_position_bias(g, w, n_heads))])
+        if shift:
+            att = g.op("Reshape", [att, g.ints([-1, per * per, n_heads, tokens, tokens])])
+            att = g.op("Add", [att, g.const(_shift_mask(side, w, shift))])
+            att = g.op("Reshape", [att, g.ints([-1, n_heads, tokens, tokens])])
+        o = g.op("MatMul", [g.op("Softmax", [att], axis=-1), v])  # [N * windows, heads, tokens, head_dim]
+        o = g.op("Reshape", [g.op("Transpose", [o], perm=[0, 2, 1, 3]), g.ints([-1, tokens, c])])
+        o = g.linear(o, c, c)
+        o = g.op("Reshape", [o, g.ints([-1, per, per, w, w, c])])
+        o = g.op("Reshape", [g.op("Transpose", [o], perm=[0, 1, 3, 2, 4, 5]), g.ints([-1, side, side, c])])
+        return roll(o, side, shift) if shift else o
+
+    x = g.bgr_to_normalized_nchw("input")
+    x = g.op("Conv", [x, g.weight((dim, 3, patch, patch)), zeros(dim)], kernel_shape=[patch, patch],
+             strides=[patch, patch])  # fmt: skip
+    x = g.layer_norm(g.op("Transpose", [x], perm=[0, 2, 3, 1]), dim)  # NHWC from here on
+    side, c = SIZE // patch, dim
+    for stage, (depth, n_heads) in enumerate(zip(depths, heads, strict=True)):
+        if stage > 0:  # patch merging: 2x2 neighbours concatenated, Linear 4c -> 2c (no bias), LayerNorm
+            x = g.op("Reshape", [x, g.ints([-1, side // 2, 2, side // 2, 2, c])])
+            x = g.op("Transpose", [x], perm=[0, 1, 3, 4, 2, 5])
+            side, c = side // 2, 2 * c
+            x = g.op("Reshape", [x, g.ints([-1, side, side, 2 * c])])
+            x = g.layer_norm(g.op("MatMul", [x, g.weight((2 * c, c))]), c)
+        for i in range(depth):
+            shift = window // 2 if i % 2 and side > window else 0  # no shift where one window covers the map
+            x = g.op("Add", [x, post_norm(attention(x, side, c, n_heads, shift), c)])
+            x = g.op("Add", [x, post_norm(g.linear(g.gelu(g.linear(x, c, 4 * c)), 4 * c, c), c)])
+    x = g.layer_norm(x, c)
+    pooled = g.op("ReduceMean", [x], axes=[1, 2], keepdims=0)  # [N, c]
+    g.finish(g.head(pooled, c, n_tags), n_tags, path, "swinv2_b_w14_448")
+
+
+BUILDERS: dict[str, Callable[..., None]] = {
+    "vit": build_vit,
+    "swinv2": build_swinv2,
+    "convnext": build_convnext,
+    "trivial": build_trivial,
+}
 
 
 def ensure_model(name: str, root: Path | None = None, *, log: Callable[[str], None] | None = None) -> Path:
-    """The folder of stand-in model ``name`` (``vit``, ``convnext``, ``trivial``), built on first use."""
+    """The folder of stand-in model ``name`` (one of ``MODEL_NAMES``), built on first use."""
     if name not in BUILDERS:
         raise ValueError(f"unknown bench model {name!r}; known: {', '.join(BUILDERS)}")
     folder = (root or cache_dir() / "models") / name
