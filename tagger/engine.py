@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tagger import hub, paths
+from tagger import backends, hub, paths
 from tagger.cache import CachedProbs, ProbCache, content_hash, file_hash
 from tagger.catalog import by_name, canonical
 from tagger.errors import ImageError, ModelFormatError, ModelUnavailableError, TaggerError
@@ -38,7 +38,7 @@ from tagger.labels import Labels
 from tagger.options import TagOptions, with_model_defaults
 from tagger.pipeline import Precomputed, Prediction, iter_predictions, prepare_source
 from tagger.postprocess import TagResult, postprocess
-from tagger.runtime import Device, LoadedModel, ModelRegistry, create_session
+from tagger.runtime import Device, LoadedModel, ModelRegistry, auto_precision, create_session
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -107,15 +107,18 @@ def image_digest(source: Any) -> str | None:
     return None
 
 
-def _cache_key(files: hub.ModelFiles) -> str:
+def _cache_key(files: hub.ModelFiles, precision: str = "fp32") -> str:
     """The probability cache's key of a model: id@revision plus the model file's size and mtime, so a
     re-downloaded or edited model never answers from an older model's cache entries; a model run other than by
-    the WD14 contract adds a digest of its description (a changed tagger.json is another model)."""
+    the WD14 contract adds a digest of its description (a changed tagger.json is another model), and a
+    precision other than fp32 adds its name (bf16 answers never mix with fp32 ones)."""
     st = files.model_path.stat()
     key = f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
     desc = files.description or WD14
     if desc != WD14:
         key += "|" + content_hash(repr(desc).encode())[:12]
+    if precision != "fp32":
+        key += f"|{precision}"
     return key
 
 
@@ -272,10 +275,12 @@ class Tagger:
         return self._registry.unload_all()
 
     # -- the probability cache -------------------------------------------------------------------------
-    def model_key(self, model: str, *, wait: float | None = None) -> tuple[hub.ModelFiles, str]:
-        """The model's files and its cache key (``_cache_key``)."""
-        files = self.resolve(model, wait=wait)
-        return files, _cache_key(files)
+    def precision(self, files: hub.ModelFiles) -> str | None:
+        """What the model of ``files`` computes in on this engine's device (fp32, bf16, fp16), known before it is
+        loaded; None when ``auto`` has not checked it on this machine yet (the check comes with its first load)."""
+        if self.device.kind == "auto":
+            return auto_precision(files, self.threads)
+        return backends.planned_precision(self.device)
 
     def iter_cached(self, model: str, sources: Iterable[Any]) -> Iterator[tuple[Any, Labels, CachedProbs | None]]:
         """``(source, labels, cache entry or None)`` for each source from the probability cache alone: the model
@@ -285,10 +290,11 @@ class Tagger:
         if self.cache is None:
             raise TaggerError("the probability cache is off, so there are no stored probabilities to read")
         files = hub.resolve_model(model, self.models_dir, download=False, progress=False)
-        key, labels = _cache_key(files), self.labels(files)
+        precision, labels = self.precision(files), self.labels(files)
+        key = _cache_key(files, precision) if precision is not None else None  # None: auto has not checked it yet
         for src in sources:
             digest = image_digest(src)
-            yield src, labels, self.cache.get(digest, key) if digest is not None else None
+            yield src, labels, self.cache.get(digest, key) if digest is not None and key is not None else None
 
     def labels(self, files: hub.ModelFiles) -> Labels:
         """The tag list of ``files``, read once (again if the file changes)."""
@@ -341,11 +347,42 @@ class Tagger:
         workers: int | None = None,
         embeddings: bool = False,
     ) -> Iterator[_Out]:
-        files, mkey = (
-            self.model_key(model, wait=wait) if self.cache is not None else (self.resolve(model, wait=wait), "")
-        )
+        files = self.resolve(model, wait=wait)
         labels = self.labels(files)
+        held: LoadedModel | None = None  # the model, when it had to be loaded before the cache lookups
+        try:
+            mkey = ""
+            if self.cache is not None:
+                precision = self.precision(files)
+                if precision is None:  # auto's check (at the first load) decides the precision: the key needs it
+                    held = self._acquire(model, wait)
+                    precision = held.precision
+                mkey = _cache_key(files, precision)
+            yield from self._answers(model, files, labels, mkey, held, sources, options, batch_size=batch_size,
+                                     cancel=cancel, wait=wait, max_pixels=max_pixels, decode_slots=decode_slots,
+                                     workers=workers, embeddings=embeddings)  # fmt: skip
+        finally:
+            if held is not None:
+                self._registry.release(held)
 
+    def _answers(
+        self,
+        model: str,
+        files: hub.ModelFiles,
+        labels: Labels,
+        mkey: str,
+        held: LoadedModel | None,
+        sources: Iterable[Any],
+        options: TagOptions,
+        *,
+        batch_size: int | None,
+        cancel: threading.Event | None,
+        wait: float | None,
+        max_pixels: int | None,
+        decode_slots: threading.Semaphore | None,
+        workers: int | None,
+        embeddings: bool,
+    ) -> Iterator[_Out]:
         def decode(item: _Known, prep: Any) -> np.ndarray | Precomputed:
             if item.hit is not None:
                 return Precomputed(item.hit.probs)
@@ -371,7 +408,9 @@ class Tagger:
             yield _Out(Prediction(item.source, probs=item.hit.probs), labels, item.hit, None, files.name)
         if first_miss is None:
             return
-        loaded = self._acquire(model, wait)
+        loaded = held if held is not None else self._acquire(model, wait)
+        if self.cache is not None:  # answers are stored under what really ran (auto may have chosen otherwise)
+            mkey = _cache_key(files, loaded.precision)
         try:
             if embeddings and loaded.embedding_name is None:
                 raise ModelFormatError(
@@ -390,7 +429,8 @@ class Tagger:
                 out = Prediction(item.source, pred.probs, pred.error, pred.embedding)
                 yield _Out(out, labels, item.hit, loaded, loaded.name)
         finally:
-            self._registry.release(loaded)
+            if held is None:
+                self._registry.release(loaded)
 
     def iter_probs(
         self,

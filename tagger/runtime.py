@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tagger import backends
+from tagger.backends import OPENVINO
 from tagger.errors import ModelFormatError, OptionsError, TaggerError
 from tagger.families.description import WD14, ModelDescription
 from tagger.families.preprocess import Preparer, make_preparer
@@ -92,25 +94,36 @@ def release_free_memory() -> bool:
     return True
 
 
+DEVICES = "auto, cpu, cpu-bf16, openvino, cuda, cuda:N, intel-gpu, intel-gpu:N"
+
+
 @dataclass(frozen=True)
 class Device:
-    kind: str  # "auto" | "cpu" | "cuda"
+    """Where a model runs. ONNX Runtime: ``cpu``, ``cuda[:N]``; OpenVINO (``tagger.backends``): ``cpu-bf16`` (the
+    CPU's bf16 units), ``openvino`` (the CPU at fp32), ``intel-gpu[:N]``; ``auto`` picks (see ``create_session``)."""
+
+    kind: str  # "auto" | "cpu" | "cuda" | "cpu-bf16" | "openvino" | "intel-gpu"
     index: int = 0
 
     @classmethod
     def parse(cls, text: str | None) -> Device:
         text = (text or "auto").strip().lower()
-        m = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", text)
-        if not m or (m.group(2) is not None and m.group(1) != "cuda"):
-            raise OptionsError("device", f"{text!r} is not one of auto, cpu, cuda, cuda:N")
+        m = re.fullmatch(r"(auto|cpu|cuda|cpu-bf16|openvino|intel-gpu)(?::(\d+))?", text)
+        if not m or (m.group(2) is not None and m.group(1) not in ("cuda", "intel-gpu")):
+            raise OptionsError("device", f"{text!r} is not one of {DEVICES}")
         return cls(m.group(1), int(m.group(2) or 0))
 
     def __str__(self) -> str:
-        return f"cuda:{self.index}" if self.kind == "cuda" else self.kind
+        return f"{self.kind}:{self.index}" if self.kind in ("cuda", "intel-gpu") and self.index else self.kind
 
     @property
     def wants_cuda(self) -> bool:
         return self.kind == "cuda"
+
+    @property
+    def openvino(self) -> bool:
+        """Whether OpenVINO runs it (rather than ONNX Runtime)."""
+        return self.kind in ("cpu-bf16", "openvino", "intel-gpu")
 
 
 def installed_runtimes() -> list[str]:
@@ -200,7 +213,7 @@ class LoadedModel:
     input_name: str
     size: int
     fixed_batch: int | None  # None: the batch dimension is dynamic
-    provider: str  # the execution provider really active ("CUDAExecutionProvider" / "CPUExecutionProvider")
+    provider: str  # what really runs it: "CUDAExecutionProvider", "CPUExecutionProvider", "OpenVINO CPU"...
     device_note: str = ""  # why CUDA was wanted and is not used, with the fix; empty otherwise
     threads: int = 1
     run_lock: Any = field(default_factory=threading.Lock, repr=False)  # held around each run (the engine's)
@@ -210,6 +223,7 @@ class LoadedModel:
     output_name: str | None = None  # the prediction output (None: the first)
     embedding_name: str | None = None  # the embedding output, when the model has one
     prepare: Preparer | None = field(default=None, repr=False)  # loaded image -> input tensor (no batch axis)
+    precision: str = "fp32"  # what it computes in: fp32, or bf16 / fp16 on OpenVINO
 
     @property
     def name(self) -> str:
@@ -217,6 +231,9 @@ class LoadedModel:
 
     @property
     def provider_label(self) -> str:
+        """CPU, CUDA, or OpenVINO's device with its precision ("OpenVINO CPU bf16")."""
+        if self.provider.startswith(OPENVINO):
+            return f"{self.provider} {self.precision}"
         return "CUDA" if self.provider == CUDA else "CPU" if self.provider == CPU else self.provider
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -268,7 +285,21 @@ def _session_options(threads: int) -> Any:
 
 
 def create_session(files: ModelFiles, device: Device, threads: int | None = None) -> LoadedModel:
-    """Create and validate a session for ``files``. Raises ModelFormatError for unusable models."""
+    """Create and validate a session for ``files``. Raises ModelFormatError for unusable models.
+
+    ``auto`` runs on CUDA when ONNX Runtime offers it; else, where OpenVINO is installed and the CPU has bf16
+    units, where ``backends.autoselect``'s check (once per machine and model) found it best; else ONNX Runtime
+    on the CPU.
+    """
+    desc = files.description or WD14
+    labels = load_labels(desc.labels, files.tags_path, single=desc.single)
+    threads = threads or available_cpus()
+    if device.openvino:
+        ov_session, note = backends.open_session(files.model_path, device, threads)
+        if note:
+            log.warning("%s", note)
+        return _loaded(files, desc, labels, ov_session, ov_session.get_providers()[0], note, threads,
+                       ov_session.precision)  # fmt: skip
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -276,10 +307,14 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
             "onnxruntime is not installed: pip install onnxruntime (or onnxruntime-gpu for CUDA)"
         ) from e
 
-    desc = files.description or WD14
-    labels = load_labels(desc.labels, files.tags_path, single=desc.single)
-    threads = threads or available_cpus()
     available = list(ort.get_available_providers())
+    if device.kind == "auto" and CUDA not in available and backends.auto_candidates():
+        loaded = backends.autoselect(files, threads, lambda kind: create_session(files, Device(kind), threads))
+        installed = installed_runtimes()
+        if any(i.startswith("onnxruntime-gpu ") for i in installed):  # a GPU build that offers no CUDA
+            loaded.device_note = cuda_diagnosis(available, installed, None)
+            log.warning("%s", loaded.device_note)
+        return loaded
     wants_cuda = device.wants_cuda or (device.kind == "auto" and CUDA in available)
     providers: list[Any] = [CPU]
     preloaded = ""
@@ -302,7 +337,25 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
             if preloaded:
                 note += f" Loading the CUDA libraries said: {preloaded[:400]}"
             log.warning("%s", note)
+    return _loaded(files, desc, labels, session, active[0] if active else CPU, note, threads, "fp32")
 
+
+def auto_precision(files: ModelFiles, threads: int | None = None) -> str | None:
+    """What ``auto`` computes the model of ``files`` in here: fp32 on CUDA or ONNX Runtime's CPU, bf16 where
+    auto's check chose OpenVINO bf16; None when that check has not run yet (``backends.auto_precision``)."""
+    try:
+        import onnxruntime as ort
+
+        if CUDA in ort.get_available_providers():
+            return "fp32"
+    except ImportError:
+        pass
+    return backends.auto_precision(files, threads or available_cpus())
+
+
+def _loaded(files: ModelFiles, desc: ModelDescription, labels: Labels, session: Any, provider: str, note: str,
+            threads: int, precision: str) -> LoadedModel:  # fmt: skip
+    """The LoadedModel of a new session, its input and outputs checked against the model's description."""
     inputs, outputs = session.get_inputs(), session.get_outputs()
     size, fixed = _input_size(files, desc, inputs)
     output, embedding = _outputs(files, desc, outputs, labels)
@@ -313,13 +366,14 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
         input_name=inputs[0].name,
         size=size,
         fixed_batch=fixed,
-        provider=active[0] if active else CPU,
+        provider=provider,
         device_note=note,
         threads=threads,
         description=desc,
         output_name=output,
         embedding_name=embedding,
         prepare=make_preparer(desc, size),
+        precision=precision,
     )
 
 
