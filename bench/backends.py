@@ -36,18 +36,7 @@ import numpy as np
 from bench import images as bench_images
 from bench import models as bench_models
 from bench.run import Config, Measurer, Results, _fmt, _holds, _machine, _median, _rotate, round_ratios
-
-try:
-    from tagger.backends import cpu_bf16_units
-except ImportError:  # until the engine's OpenVINO backend (issue 14) is merged
-
-    def cpu_bf16_units() -> bool:
-        try:
-            flags = Path("/proc/cpuinfo").read_text().split()
-        except OSError:
-            return False
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-
+from tagger.backends import cpu_bf16_units, openvino_version
 
 DEVICES = {"cpu": "ONNX Runtime fp32", "cpu-bf16": "OpenVINO bf16", "openvino": "OpenVINO fp32"}
 BASE = "cpu"  # every ratio and every agreement figure is against ONNX Runtime fp32
@@ -167,19 +156,12 @@ def _ratio(res: Results, model: str, device: str) -> tuple[float | None, str]:
     return value, shown
 
 
-def _openvino_version() -> str:
-    try:
-        import openvino
-
-        return f"OpenVINO {openvino.__version__}"
-    except ImportError:
-        return "OpenVINO not installed"
-
-
 def report(out: Outcome) -> str:
     res, cfg = out.results, out.results.config
     lines = ["# Backends benchmark (issue 14)", "", f"`python -m bench.backends {' '.join(cfg.argv)}`".replace(" `", "`"), ""]  # fmt: skip
-    lines.append(f"Measured {res.started} in {res.elapsed_s / 60:.1f} min: {_machine()}, {_openvino_version()}.")
+    lines.append(
+        f"Measured {res.started} in {res.elapsed_s / 60:.1f} min: {_machine()}, OpenVINO {openvino_version()}."
+    )
     if out.bf16_units:
         lines.append("This CPU has bf16 units (avx512_bf16 or amx_bf16): `cpu-bf16` runs OpenVINO with bf16 "
                      "inference precision.")  # fmt: skip
@@ -294,9 +276,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
+    if openvino_version() is None:
         print(f"OpenVINO is not installed, and this benchmark measures it: {INSTALL}", file=sys.stderr)
         return 2
     text = report(run(cfg))

@@ -20,11 +20,13 @@ def _needs_openvino() -> None:
     pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[openvino]'")
 
 
-def _row(text: str, start: str) -> list[str]:
-    """The cells of the one table row that starts with ``start``."""
-    rows = [line for line in text.splitlines() if line.startswith(start)]
-    assert len(rows) == 1, f"{len(rows)} rows start with {start!r}:\n{text}"
-    return [cell.strip() for cell in rows[0].strip().strip("|").split("|")]
+def _row(text: str, start: str, width: int = 4) -> list[str]:
+    """The cells of the one table row of ``width`` cells that starts with ``start`` (speed table: 9 cells,
+    agreement: 6, targets: 4)."""
+    rows = [line.strip().strip("|").split("|") for line in text.splitlines() if line.startswith(start)]
+    rows = [row for row in rows if len(row) == width]
+    assert len(rows) == 1, f"{len(rows)} rows of {width} cells start with {start!r}:\n{text}"
+    return [cell.strip() for cell in rows[0]]
 
 
 def _bench(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
@@ -47,10 +49,9 @@ def test_quick_run_measures_every_backend_against_onnx_runtime_fp32(
     from bench.backends import cpu_bf16_units
 
     out = _bench(tmp_path, capsys)
-    assert _row(out, "| trivial | ONNX Runtime fp32 |")[2] == "CPU"
-    assert "OpenVINO" in _row(out, "| trivial | OpenVINO fp32 |")[2]
-    for cells in (_row(out, "| trivial | ONNX Runtime fp32 |"), _row(out, "| trivial | OpenVINO fp32 |")):
-        assert float(cells[3]) > 0  # images/s
+    ort_fp32, ov_fp32 = _row(out, "| trivial | ONNX Runtime fp32 |", 9), _row(out, "| trivial | OpenVINO fp32 |", 9)
+    assert ort_fp32[2] == "CPU" and ov_fp32[2] == "OpenVINO CPU fp32"  # what the workers say really ran
+    assert float(ort_fp32[3]) > 0 and float(ov_fp32[3]) > 0  # images/s
     fp32 = _row(out, "| trivial: OpenVINO fp32 / ONNX Runtime fp32, images/s |")
     assert fp32[1] == "— (no target)" and fp32[2].endswith("x")
     diff = _row(out, "| trivial: largest probability difference, ")
@@ -59,8 +60,10 @@ def test_quick_run_measures_every_backend_against_onnx_runtime_fp32(
     assert tags[1] == "identical on every image" and " of 2 images" in tags[2]
     if cpu_bf16_units():
         assert "This CPU has bf16 units" in out
-        bf16 = _row(out, "| trivial | OpenVINO bf16 |")
-        assert "bf16" in bf16[2] and float(bf16[3]) > 0
+        bf16 = _row(out, "| trivial | OpenVINO bf16 |", 9)
+        assert bf16[2] == "OpenVINO CPU bf16" and float(bf16[3]) > 0
+        agreement = _row(out, "| trivial | OpenVINO bf16 |", 6)
+        assert agreement[2] == "OpenVINO CPU bf16" and agreement[3] == "2" and agreement[4] == diff[2]
         ratio = _row(out, "| trivial: OpenVINO bf16 / ONNX Runtime fp32, images/s |")
         assert ratio[1].startswith("—") and ratio[2].endswith("x")  # the trivial model carries no speed target
         assert "OpenVINO bf16 (" in diff[0]  # the agreement compares the bf16 answers
@@ -79,6 +82,7 @@ def test_a_cpu_without_bf16_units_is_named_and_only_openvino_fp32_is_measured(
     out = _bench(tmp_path, capsys, "--images", "1")
     assert "**This CPU has no bf16 units**" in out
     assert "| trivial | OpenVINO bf16 |" not in out
+    assert _row(out, "| trivial | OpenVINO fp32 |", 6)[3] == "1"  # the agreement compares OpenVINO fp32
     assert _row(out, "| trivial: OpenVINO bf16 / ONNX Runtime fp32, images/s |")[2] == (
         "not measured: no bf16 units on this CPU"
     )
@@ -86,12 +90,15 @@ def test_a_cpu_without_bf16_units_is_named_and_only_openvino_fp32_is_measured(
 
 
 def test_without_openvino_it_says_how_to_install_it_and_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     """Fake: ``import openvino`` fails as where it is not installed."""
     from bench.backends import main
+    from tagger.backends import openvino_version
 
     monkeypatch.setitem(sys.modules, "openvino", None)
+    openvino_version.cache_clear()  # it remembers its answer: forget it now, and the fake's answer afterwards
+    request.addfinalizer(openvino_version.cache_clear)
     assert main(["--models", "trivial", "--cache", str(tmp_path)]) == 2
     assert "pip install -e '.[openvino]'" in capsys.readouterr().err
     assert not (tmp_path / "models").exists()  # refused before building anything
