@@ -236,6 +236,34 @@ def _devices() -> list[str]:
         return []
 
 
+def describe_machine(installed: list[str]) -> list[str]:
+    """What can run models here, for a person (``python -m tagger devices``)."""
+    lines = []
+    try:
+        import onnxruntime
+
+        providers = ", ".join(p.replace("ExecutionProvider", "") for p in onnxruntime.get_available_providers())
+        lines.append(f"ONNX Runtime {onnxruntime.__version__} ({', '.join(installed) or 'onnxruntime'}): {providers}")
+    except ImportError:
+        lines.append("ONNX Runtime: not installed (pip install onnxruntime, or onnxruntime-gpu)")
+    bf16 = cpu_bf16_units()
+    lines.append(f"CPU: {cpu_name()}; bf16 units (AVX512-BF16 / AMX): {'yes' if bf16 else 'no'}")
+    version = openvino_version()
+    if version is None:
+        lines.append(f"OpenVINO: not installed (needed for cpu-bf16, openvino, intel-gpu: {INSTALL})")
+    else:
+        gpus = gpu_devices()
+        lines.append(f"OpenVINO {version}: devices {', '.join(_devices()) or 'none'}"
+                     + ("" if gpus else " (no Intel GPU: intel-gpu is not available)"))  # fmt: skip
+    lines.append(
+        "auto: CUDA where ONNX Runtime offers it; else "
+        + ("OpenVINO bf16 for each model where a one-time check finds it faster and in agreement, else " if
+           version is not None and bf16 else "")
+        + "ONNX Runtime on the CPU"
+    )  # fmt: skip
+    return lines
+
+
 # -- auto's check ---------------------------------------------------------------------------------------------
 
 

@@ -47,6 +47,9 @@ examples:
 """
 
 
+DEVICE_METAVAR = "auto|cpu|cpu-bf16|openvino|cuda[:N]|intel-gpu[:N]"
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", metavar="DIR", help="models folder (default: $TAGGER_MODELS_DIR or per-user)")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
@@ -325,6 +328,28 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--offline", action="store_true", help="never download; use only files already here")
     _add_tag_options(quant)
     _common(quant)
+
+    dev = sub.add_parser(
+        "devices",
+        help="where models can run here (ONNX Runtime, OpenVINO, bf16 units, GPUs); compare a device on your images",
+        epilog="examples:\n  python -m tagger devices\n"
+        "  python -m tagger devices wd-vit-tagger-v3                       # what auto chooses for it here\n"
+        "  python -m tagger devices wd-vit-tagger-v3 --device cpu-bf16 --validate my_images/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dev.add_argument("name", nargs="?", metavar="NAME|DIR", help="a model: load it where auto would, and say where")
+    dev.add_argument("--device", default="cpu-bf16", metavar=DEVICE_METAVAR,
+                     help="with --validate: the device to check (default cpu-bf16)")  # fmt: skip
+    dev.add_argument("--against", default="cpu", metavar=DEVICE_METAVAR,
+                     help="with --validate: the reference device (default cpu: ONNX Runtime fp32)")  # fmt: skip
+    dev.add_argument(
+        "--validate", metavar="FOLDER", help="compare NAME's tags on --device with --against on these images"
+    )
+    dev.add_argument("-r", "--recursive", action="store_true", help="with --validate: walk sub-folders")
+    dev.add_argument("--limit", type=int, metavar="N", help="with --validate: at most N images")
+    dev.add_argument("--offline", action="store_true", help="never download; use only files already here")
+    _add_tag_options(dev)
+    _common(dev)
 
     cache = sub.add_parser("cache", help="show or clear the probability cache")
     cache.add_argument("action", nargs="?", choices=("info", "clear"), default="info")
@@ -625,6 +650,44 @@ def cmd_quantize(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK if report.images else EXIT_FAILED
 
 
+def cmd_devices(args: argparse.Namespace, out: TextIO) -> int:
+    from tagger import backends
+    from tagger.engine import Tagger
+    from tagger.runtime import Device, installed_runtimes
+    from tagger.validate import Side, compare
+
+    for line in backends.describe_machine(installed_runtimes()):
+        _emit(out, line)
+    if not args.name:
+        if args.validate:
+            _print_err("devices --validate: name the model to compare (python -m tagger devices NAME --validate DIR)")
+            return EXIT_USAGE
+        return EXIT_OK
+    models_dir = paths.models_dir(args.models_dir)
+    if not args.validate:
+        loaded = Tagger(models_dir, "auto", download=not args.offline, progress=sys.stderr.isatty()).load(args.name)
+        _emit(out, f"auto runs {loaded.name} on {loaded.provider_label} ({loaded.threads} threads)")
+        if loaded.device_note:
+            _emit(out, f"  {loaded.device_note}")
+        choices = backends.Choices(loaded.files, loaded.threads)
+        verdict = choices.get() if backends.auto_candidates() else None
+        if verdict is not None:
+            _emit(out, f"  checked once here: {verdict.reason} (stored in {choices.path}; delete it to check again)")
+        return EXIT_OK
+    sides = []
+    for text in (args.against, args.device):
+        device = Device.parse(text)
+        tagger = Tagger(models_dir, str(device), download=not args.offline, progress=sys.stderr.isatty())
+        loaded = tagger.load(args.name)
+        if loaded.device_note:
+            _print_err(loaded.device_note)
+        sides.append(Side(tagger, args.name, f"{device} ({loaded.provider_label})"))
+    report = compare(sides[0], sides[1], args.validate, options_from_args(args, sides[0].tagger.default_options(args.name)),
+                     recursive=args.recursive, limit=args.limit)  # fmt: skip
+    _emit(out, report.summary())
+    return EXIT_OK if report.images else EXIT_FAILED
+
+
 def cmd_cache(args: argparse.Namespace, out: TextIO) -> int:
     from tagger.cache import CacheUnavailable, ProbCache, cache_file
 
@@ -682,7 +745,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     handlers = {
         "tag": cmd_tag, "dataset": cmd_dataset, "models": cmd_models, "cache": cmd_cache, "serve": cmd_serve,
-        "quantize": cmd_quantize,
+        "quantize": cmd_quantize, "devices": cmd_devices,
     }  # fmt: skip
     try:
         return handlers[args.command](args, out)

@@ -18,23 +18,19 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from tagger.errors import ImageError, TaggerError
+from tagger.errors import TaggerError
 from tagger.families.description import DESCRIPTION_FILE, WD14
 from tagger.hub import ModelFiles, resolve_model
 from tagger.options import TagOptions
 from tagger.paths import name_problem
+from tagger.validate import Side, ValidationReport, compare
 
 log = logging.getLogger(__name__)
 
-__all__ = ["INT8_SUFFIX", "QuantizeError", "ValidationReport", "quantize_model", "validate_quantized"]
+__all__ = ["INT8_SUFFIX", "QuantizeError", "quantize_model", "validate_quantized"]
 
 INT8_SUFFIX = "-int8"
 INFO_FILE = "quantization.json"  # written next to the quantised model: where it came from, how it was made
@@ -164,64 +160,6 @@ def _ort_version() -> str:
 # -- validating -------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ValidationReport:
-    """How an int8 model's tags compare with the full-precision model's on the same images."""
-
-    fp32_model: str
-    int8_model: str
-    images: int = 0  # compared (decoded by both)
-    failed: int = 0  # could not be read
-    mean_f1: float = float("nan")  # of the tag sets (general + character) at the options given
-    min_f1: float = float("nan")
-    worst_image: str | None = None  # the image with the lowest F1
-    max_abs_diff: float = float("nan")  # largest |p_int8 - p_fp32| over every tag and image
-    mean_abs_diff: float = float("nan")
-    rating_agreement: float = float("nan")  # share of images whose top rating is the same
-    identical_tag_sets: int = 0
-    fp32_s_per_image: float = float("nan")  # wall time per image through the batch pipeline
-    int8_s_per_image: float = float("nan")
-    failures: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def speedup(self) -> float:
-        """fp32 time / int8 time per image (> 1 means the int8 model is faster)."""
-        if not self.int8_s_per_image or self.int8_s_per_image != self.int8_s_per_image:
-            return float("nan")
-        return self.fp32_s_per_image / self.int8_s_per_image
-
-    def summary(self) -> str:
-        """A few lines for a person (the CLI prints this)."""
-        if not self.images:
-            return f"{self.int8_model} vs {self.fp32_model}: no image could be compared ({self.failed} failed)"
-        lines = [
-            f"{self.int8_model} vs {self.fp32_model} on {self.images} images"
-            + (f" ({self.failed} unreadable, skipped)" if self.failed else ""),
-            f"  tag agreement: mean F1 {self.mean_f1:.4f}, lowest {self.min_f1:.4f}"
-            + (f" ({self.worst_image})" if self.worst_image and self.min_f1 < 1 else "")
-            + f", identical tag sets {self.identical_tag_sets}/{self.images}",
-            f"  probabilities: largest difference {self.max_abs_diff:.4f}, mean {self.mean_abs_diff:.5f}",
-            f"  top rating agrees on {self.rating_agreement:.1%} of images",
-            f"  speed: fp32 {self.fp32_s_per_image * 1000:.0f} ms/image, int8 {self.int8_s_per_image * 1000:.0f} "
-            f"ms/image ({self.speedup:.2f}x)",
-        ]
-        return "\n".join(lines)
-
-
-def tag_set_f1(a: Iterable[str], b: Iterable[str]) -> float:
-    """F1 of two tag sets (1.0 when both are empty)."""
-    sa, sb = set(a), set(b)
-    if not sa and not sb:
-        return 1.0
-    return 2 * len(sa & sb) / (len(sa) + len(sb))
-
-
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    it = iter(items)
-    while chunk := list(islice(it, size)):
-        yield chunk
-
-
 def validate_quantized(
     tagger: Any,
     fp32_name: str,
@@ -233,65 +171,9 @@ def validate_quantized(
     limit: int | None = None,
     chunk: int = 32,
 ) -> ValidationReport:
-    """Tag the images of ``folder`` with both models and compare (see ``ValidationReport``).
-
-    ``tagger`` is a ``tagger.engine.Tagger``. Images go through the batch pipeline in chunks of ``chunk``,
-    first with one model then the other, so memory stays bounded and each model's time is its own.
-    ``limit`` caps the number of images. Unreadable images are counted and skipped.
-    """
-    from tagger.batch import iter_images
-
-    opts = options or TagOptions()
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise TaggerError(f"{folder}: not a folder of images")
-    report = ValidationReport(fp32_name, int8_name)
+    """Tag the images of ``folder`` with the model and its int8 copy and compare (``tagger.validate.compare``)."""
     fp32_model, int8_model = tagger.load(fp32_name), tagger.load(int8_name)
     if list(fp32_model.labels.names) != list(int8_model.labels.names):
         raise TaggerError(f"{int8_name} and {fp32_name} have different tag lists: not a quantised copy")
-
-    images: Iterable[Path] = (image for image, _ in iter_images([folder], recursive))
-    if limit is not None:
-        images = islice(images, limit)
-    f1s: list[float] = []
-    abs_sum, n_values, max_diff, same_rating = 0.0, 0, 0.0, 0
-    times = {fp32_name: 0.0, int8_name: 0.0}
-    worst: tuple[float, str] | None = None
-    for paths in _chunks(images, max(1, chunk)):
-        results: dict[str, list[Any]] = {}
-        for name in (fp32_name, int8_name):
-            start = time.perf_counter()
-            results[name] = list(tagger.tag_many(name, paths, opts))  # one item per image, in order
-            times[name] += time.perf_counter() - start
-        for path, a, b in zip(paths, results[fp32_name], results[int8_name], strict=True):
-            if isinstance(a, ImageError) or isinstance(b, ImageError):
-                report.failed += 1
-                err = a if isinstance(a, ImageError) else b
-                report.failures.append((str(path), err.reason if isinstance(err, ImageError) else str(err)))
-                continue
-            tags_a = set(a.result.general) | set(a.result.character)
-            tags_b = set(b.result.general) | set(b.result.character)
-            f1 = tag_set_f1(tags_a, tags_b)
-            f1s.append(f1)
-            report.identical_tag_sets += tags_a == tags_b
-            if worst is None or f1 < worst[0]:
-                worst = (f1, str(path))
-            diff = np.abs(np.asarray(a.probs, np.float64) - np.asarray(b.probs, np.float64))
-            max_diff = max(max_diff, float(diff.max()) if diff.size else 0.0)
-            abs_sum += float(diff.sum())
-            n_values += diff.size
-            same_rating += a.result.top_rating == b.result.top_rating
-    report.images = len(f1s)
-    if f1s:
-        report.mean_f1 = float(np.mean(f1s))
-        report.min_f1 = float(np.min(f1s))
-        report.worst_image = worst[1] if worst and worst[0] < 1 else None
-        report.max_abs_diff = max_diff
-        report.mean_abs_diff = abs_sum / max(n_values, 1)
-        report.rating_agreement = same_rating / len(f1s)
-    attempted = report.images + report.failed
-    if attempted:
-        # Failed images cost both models the same decode attempt; spread the time over all attempted.
-        report.fp32_s_per_image = times[fp32_name] / attempted
-        report.int8_s_per_image = times[int8_name] / attempted
-    return report
+    return compare(Side(tagger, fp32_name), Side(tagger, int8_name), folder, options, recursive=recursive,
+                   limit=limit, chunk=chunk)  # fmt: skip

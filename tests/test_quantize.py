@@ -13,15 +13,8 @@ from PIL import Image
 from tagger import hub
 from tagger.engine import Tagger
 from tagger.options import TagOptions
-from tagger.quantize import (
-    INFO_FILE,
-    QuantizeError,
-    ValidationReport,
-    int8_name,
-    quantize_model,
-    tag_set_f1,
-    validate_quantized,
-)
+from tagger.quantize import INFO_FILE, QuantizeError, int8_name, quantize_model, validate_quantized
+from tagger.validate import ValidationReport, tag_set_f1
 from tests.modelgen import ROWS, make_model_dir, write_csv
 
 pytest.importorskip("onnx")
@@ -143,7 +136,7 @@ def test_validate_reports_agreement_on_the_users_images(models: Path, tagger: Ta
     assert 1e-4 < report.max_abs_diff < 0.05
     assert 0 < report.mean_abs_diff <= report.max_abs_diff
     assert report.rating_agreement == 1.0
-    assert report.fp32_s_per_image > 0 and report.int8_s_per_image > 0
+    assert report.reference_s_per_image > 0 and report.candidate_s_per_image > 0
     text = report.summary()
     assert "mean F1" in text and "largest difference" in text and "6 images" in text
 
