@@ -11,8 +11,9 @@ through ``bench.run``'s Measurer: a quiet machine first, disturbed runs re-run) 
 Runtime fp32), ``cpu-bf16`` (OpenVINO with bf16 inference precision) and ``openvino`` (OpenVINO fp32), their
 order rotating each round; the table gives medians, each ratio is the median of the per-round ratios.
 
-Agreement: in this process, the same images tagged through ``cpu`` and through ``cpu-bf16`` (general threshold
-0.35): the largest probability difference and whether every image gets the same tags.
+Agreement: in this process, the same images tagged through ``cpu`` and through ``cpu-bf16`` by the engine's own
+comparison (``tagger.validate.compare``, general threshold 0.35): the largest probability difference and whether
+every image gets the same tags.
 
 A CPU without bf16 units (no ``avx512_bf16`` or ``amx_bf16``) is named as such, and only OpenVINO fp32 is
 measured, against ONNX Runtime fp32, speed and agreement alike.
@@ -29,14 +30,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from bench import images as bench_images
 from bench import models as bench_models
 from bench.run import Config, Measurer, Results, _fmt, _holds, _machine, _median, _rotate, round_ratios
 from tagger.backends import cpu_bf16_units, openvino_version
+from tagger.engine import Tagger
+from tagger.options import TagOptions
+from tagger.validate import Side, ValidationReport, compare
 
 DEVICES = {"cpu": "ONNX Runtime fp32", "cpu-bf16": "OpenVINO bf16", "openvino": "OpenVINO fp32"}
 BASE = "cpu"  # every ratio and every agreement figure is against ONNX Runtime fp32
@@ -49,13 +50,16 @@ INSTALL = "pip install -e '.[openvino]'"
 
 @dataclass
 class Agreement:
-    """One model's answers through ``device`` against ONNX Runtime fp32, image by image."""
+    """One model's answers through ``device`` against ONNX Runtime fp32 (``tagger.validate.compare``'s report)."""
 
     device: str
     provider: str  # what really ran, as the engine reports it
-    images: int
-    max_diff: float
-    differing: list[str] = field(default_factory=list)  # one line per image whose tags differ
+    report: ValidationReport
+
+    @property
+    def holds(self) -> bool:
+        r = self.report
+        return r.images > 0 and r.identical_tag_sets == r.images and r.rating_agreement == 1.0
 
 
 @dataclass
@@ -101,46 +105,31 @@ def run(cfg: Config) -> Outcome:
                     res.add(model, device, result)
                     log(f"[round {r + 1}/{cfg.rounds}] {bench_models.TITLES.get(model, model):10s} "
                         f"{DEVICES[device]:17s} {result['images_per_s']:7.2f} images/s  ran on {result['provider']}")  # fmt: skip
-    compared = "cpu-bf16" if bf16 else "openvino"
-    for model in cfg.models:
-        out.agreement[model] = agreement(models_dir, model, paths, compared)
-        a = out.agreement[model]
-        log(f"[agreement] {bench_models.TITLES.get(model, model)}: {DEVICES[compared]} vs {DEVICES[BASE]}: "
-            f"largest difference {a.max_diff:.4f}, tags differ on {len(a.differing)} of {a.images} images")  # fmt: skip
+        compared = "cpu-bf16" if bf16 else "openvino"
+        for model in cfg.models:
+            a = out.agreement[model] = agreement(models_dir, model, folder, compared)
+            log(f"[agreement] {bench_models.TITLES.get(model, model)}: {a.report.summary()}")
     res.load_after = os.getloadavg()
     res.elapsed_s = time.perf_counter() - start
     return out
 
 
-def _tags(result: Any) -> set[str]:
-    """What a caption is made of: the general and character tags that passed, and the top rating."""
-    return {*result.general, *result.character, f"rating:{result.top_rating}"}
-
-
-def agreement(models_dir: Path, model: str, paths: list[Path], device: str) -> Agreement:
-    """Tag ``paths`` through ONNX Runtime fp32 and through ``device`` (the engine's own path, no cache)."""
-    from tagger.engine import ImageTags, Tagger
-    from tagger.options import TagOptions
-
-    options = TagOptions(general_threshold=THRESHOLD)
-    answers: dict[str, list[ImageTags]] = {}
-    for dev in (BASE, device):
-        tagger = Tagger(models_dir, device=dev, download=False, progress=False)
-        items = list(tagger.tag_many(model, paths, options))
-        tagger.unload_all()
-        failed = [item for item in items if not isinstance(item, ImageTags)]
-        if failed:
-            raise RuntimeError(f"{model} on {dev}: {failed[0]}")
-        answers[dev] = [item for item in items if isinstance(item, ImageTags)]
-    base, other = answers[BASE], answers[device]
-    differing = []
-    for path, a, b in zip(paths, base, other, strict=True):
-        ta, tb = _tags(a.result), _tags(b.result)
-        if ta != tb:
-            differing.append(f"{path.name}: {', '.join(sorted(tb - ta)) or 'none'} gained, "
-                             f"{', '.join(sorted(ta - tb)) or 'none'} lost")  # fmt: skip
-    diff = max(float(np.abs(a.probs - b.probs).max()) for a, b in zip(base, other, strict=True))
-    return Agreement(device, other[0].provider, len(paths), diff, differing)
+def agreement(models_dir: Path, model: str, folder: Path, device: str) -> Agreement:
+    """``folder`` tagged through ONNX Runtime fp32 and through ``device``: the engine's own comparison (the one
+    ``python -m tagger devices --validate`` prints), with no probability cache on either side."""
+    base, other = (Tagger(models_dir, device=d, download=False, progress=False) for d in (BASE, device))
+    try:
+        report = compare(Side(base, model, DEVICES[BASE]), Side(other, model, DEVICES[device]), folder,
+                         TagOptions(general_threshold=THRESHOLD))  # fmt: skip
+        provider = ", ".join(m.provider_label for m in other.loaded())
+    finally:
+        base.unload_all()
+        other.unload_all()
+    if report.failures:
+        raise RuntimeError(f"{model} on {device}: {report.failures[0]}")
+    if report.worst_image:  # the generated file behind the folder's link, which goes with the folder
+        report.worst_image = str(Path(report.worst_image).resolve())
+    return Agreement(device, provider, report)
 
 
 # -- reporting ----------------------------------------------------------------------------------------------
@@ -192,18 +181,15 @@ def report(out: Outcome) -> str:
             f"{_fmt(_median([r['cpu_s_per_image'] for r in runs]), 3)} | "
             f"{'—' if foreign is None else f'{foreign:.0%}'} |"
         )
-    lines += ["", f"Agreement with ONNX Runtime fp32, in one process, every image through both (tags: the general "
-              f"ones at {THRESHOLD} and characters at 0.85 that pass, and the top rating):", "",
-              "| model | backend | ran on | images | largest probability difference | images with the same tags |",
-              "|---|---|---|---:|---:|---:|"]  # fmt: skip
+    lines += ["", f"Agreement with ONNX Runtime fp32 (`tagger.validate.compare`, as `python -m tagger devices "
+              f"--validate`): every image through both, tags at general {THRESHOLD} and character 0.85:", "",
+              "| model | backend | ran on | images | largest probability difference | mean difference | same tags "
+              "| same top rating | lowest tag F1 |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for model, a in out.agreement.items():
-        lines.append(f"| {bench_models.TITLES.get(model, model)} | {DEVICES[a.device]} | {a.provider} | {a.images} | "
-                     f"{a.max_diff:.4f} | {a.images - len(a.differing)} |")  # fmt: skip
-    differing = [(m, line) for m, a in out.agreement.items() for line in a.differing]
-    if differing:
-        lines.append("")
-    for model, line in differing[:10]:
-        lines.append(f"- {bench_models.TITLES.get(model, model)}, {line}")
+        r = a.report
+        lines.append(f"| {bench_models.TITLES.get(model, model)} | {DEVICES[a.device]} | {a.provider} | {r.images} | "
+                     f"{r.max_abs_diff:.4f} | {r.mean_abs_diff:.6f} | {r.identical_tag_sets} | "
+                     f"{r.rating_agreement:.0%} | {r.min_f1:.3f}{f' ({Path(r.worst_image).name})' if r.worst_image else ''} |")  # fmt: skip
     lines += ["", "| figure | target | measured | holds |", "|---|---|---:|---|"]
     lines += _target_rows(out)
     return "\n".join(lines) + "\n"
@@ -227,13 +213,13 @@ def _target_rows(out: Outcome) -> list[str]:
         a = out.agreement.get(model)
         if a is None:
             continue
+        r = a.report
         versus = f"{DEVICES[a.device]} ({a.provider}) vs ONNX Runtime fp32"
-        rows.append(f"| {title}: largest probability difference, {versus} | <= {MAX_DIFF} | {a.max_diff:.4f} | "
-                    f"{_holds(a.max_diff, MAX_DIFF, higher=False)} |")  # fmt: skip
-        same = a.images - len(a.differing)
-        shown = f"identical on {same} of {a.images} images" if not a.differing else f"differ on {len(a.differing)} of {a.images} images"  # fmt: skip
+        rows.append(f"| {title}: largest probability difference, {versus} | <= {MAX_DIFF} | {r.max_abs_diff:.4f} | "
+                    f"{_holds(r.max_abs_diff, MAX_DIFF, higher=False)} |")  # fmt: skip
+        shown = f"same on {r.identical_tag_sets} of {r.images} images, top rating on {r.rating_agreement:.0%}"
         rows.append(f"| {title}: tags at {THRESHOLD}, {versus} | identical on every image | {shown} | "
-                    f"{'yes' if not a.differing else '**no**'} |")  # fmt: skip
+                    f"{'yes' if a.holds else '**no**'} |")  # fmt: skip
     return rows
 
 

@@ -20,13 +20,29 @@ def _needs_openvino() -> None:
     pytest.importorskip("openvino", reason="OpenVINO is not installed: pip install -e '.[openvino]'")
 
 
-def _row(text: str, start: str, width: int = 4) -> list[str]:
-    """The cells of the one table row of ``width`` cells that starts with ``start`` (speed table: 9 cells,
-    agreement: 6, targets: 4)."""
-    rows = [line.strip().strip("|").split("|") for line in text.splitlines() if line.startswith(start)]
-    rows = [row for row in rows if len(row) == width]
-    assert len(rows) == 1, f"{len(rows)} rows of {width} cells start with {start!r}:\n{text}"
-    return [cell.strip() for cell in rows[0]]
+def _table(text: str, header: str) -> dict[str, list[str]]:
+    """The rows of the table whose header line starts with ``header``, by their first two cells joined."""
+    rows: dict[str, list[str]] = {}
+    inside = False
+    for line in text.splitlines():
+        if line.startswith(header):
+            inside = True
+        elif not line.startswith("|"):
+            inside = False
+        elif inside and not line.startswith("|---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            rows[" | ".join(cells[:2])] = cells
+    assert rows, f"no table under {header!r}:\n{text}"
+    return rows
+
+
+def _tables(text: str) -> tuple[dict[str, list[str]], dict[str, list[str]], dict[str, list[str]]]:
+    """Speed (by "model | backend"), agreement (the same) and targets (by "figure | target")."""
+    return (
+        _table(text, "| model | backend | ran on | images/s"),
+        _table(text, "| model | backend | ran on | images |"),
+        {row[0]: row for row in _table(text, "| figure | target |").values()},
+    )
 
 
 def _bench(tmp_path: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> str:
@@ -49,26 +65,30 @@ def test_quick_run_measures_every_backend_against_onnx_runtime_fp32(
     from bench.backends import cpu_bf16_units
 
     out = _bench(tmp_path, capsys)
-    ort_fp32, ov_fp32 = _row(out, "| trivial | ONNX Runtime fp32 |", 9), _row(out, "| trivial | OpenVINO fp32 |", 9)
+    speed, agreement, targets = _tables(out)
+    ort_fp32, ov_fp32 = speed["trivial | ONNX Runtime fp32"], speed["trivial | OpenVINO fp32"]
     assert ort_fp32[2] == "CPU" and ov_fp32[2] == "OpenVINO CPU fp32"  # what the workers say really ran
     assert float(ort_fp32[3]) > 0 and float(ov_fp32[3]) > 0  # images/s
-    fp32 = _row(out, "| trivial: OpenVINO fp32 / ONNX Runtime fp32, images/s |")
+    fp32 = targets["trivial: OpenVINO fp32 / ONNX Runtime fp32, images/s"]
     assert fp32[1] == "— (no target)" and fp32[2].endswith("x")
-    diff = _row(out, "| trivial: largest probability difference, ")
-    assert diff[1] == "<= 0.01" and 0 <= float(diff[2]) < 1
-    tags = _row(out, "| trivial: tags at 0.35, ")
-    assert tags[1] == "identical on every image" and " of 2 images" in tags[2]
     if cpu_bf16_units():
         assert "This CPU has bf16 units" in out
-        bf16 = _row(out, "| trivial | OpenVINO bf16 |", 9)
+        bf16 = speed["trivial | OpenVINO bf16"]
         assert bf16[2] == "OpenVINO CPU bf16" and float(bf16[3]) > 0
-        agreement = _row(out, "| trivial | OpenVINO bf16 |", 6)
-        assert agreement[2] == "OpenVINO CPU bf16" and agreement[3] == "2" and agreement[4] == diff[2]
-        ratio = _row(out, "| trivial: OpenVINO bf16 / ONNX Runtime fp32, images/s |")
+        ratio = targets["trivial: OpenVINO bf16 / ONNX Runtime fp32, images/s"]
         assert ratio[1].startswith("—") and ratio[2].endswith("x")  # the trivial model carries no speed target
-        assert "OpenVINO bf16 (" in diff[0]  # the agreement compares the bf16 answers
+        compared = "OpenVINO bf16"
     else:
         assert "**This CPU has no bf16 units**" in out
+        compared = "OpenVINO fp32"
+    (checked,) = agreement.values()  # one model, one comparison: bf16 where the CPU has it
+    assert checked[:4] == ["trivial", compared, f"OpenVINO CPU {compared.split()[1]}", "2"]
+    versus = f"{compared} (OpenVINO CPU {compared.split()[1]}) vs ONNX Runtime fp32"
+    diff = targets[f"trivial: largest probability difference, {versus}"]
+    assert diff[1] == "<= 0.01" and diff[2] == checked[4] and 0 <= float(diff[2]) < 1
+    tags = targets[f"trivial: tags at 0.35, {versus}"]
+    assert tags[1] == "identical on every image" and tags[2].startswith(f"same on {checked[6]} of 2 images")
+    assert tags[3] == ("yes" if checked[6] == "2" and checked[7] == "100%" else "**no**")
 
 
 def test_a_cpu_without_bf16_units_is_named_and_only_openvino_fp32_is_measured(
@@ -80,13 +100,14 @@ def test_a_cpu_without_bf16_units_is_named_and_only_openvino_fp32_is_measured(
 
     monkeypatch.setattr(bench.backends, "cpu_bf16_units", lambda: False)
     out = _bench(tmp_path, capsys, "--images", "1")
+    speed, agreement, targets = _tables(out)
     assert "**This CPU has no bf16 units**" in out
-    assert "| trivial | OpenVINO bf16 |" not in out
-    assert _row(out, "| trivial | OpenVINO fp32 |", 6)[3] == "1"  # the agreement compares OpenVINO fp32
-    assert _row(out, "| trivial: OpenVINO bf16 / ONNX Runtime fp32, images/s |")[2] == (
-        "not measured: no bf16 units on this CPU"
+    assert set(speed) == {"trivial | ONNX Runtime fp32", "trivial | OpenVINO fp32"}
+    assert set(agreement) == {"trivial | OpenVINO fp32"} and agreement["trivial | OpenVINO fp32"][3] == "1"
+    assert (
+        targets["trivial: OpenVINO bf16 / ONNX Runtime fp32, images/s"][2] == "not measured: no bf16 units on this CPU"
     )
-    assert "OpenVINO fp32 (" in _row(out, "| trivial: largest probability difference, ")[0]
+    assert "trivial: largest probability difference, OpenVINO fp32 (OpenVINO CPU fp32) vs ONNX Runtime fp32" in targets
 
 
 def test_without_openvino_it_says_how_to_install_it_and_exits_2(
