@@ -314,9 +314,10 @@ class TaggerExtension:
     def _device_changed(self) -> None:
         try:
             self.tagger().set_device(self.host.device())
-            from tagger.backends import require_openvino
+            if self.tagger().device.openvino:  # without OpenVINO, said now in the console, not only at the next load
+                from tagger.backends import require_openvino
 
-            require_openvino(self.tagger().device)  # said now, in the console, not only at the next load
+                require_openvino(self.tagger().device)
         except TaggerError as e:
             log.error("tagger: %s", e)
 

@@ -669,6 +669,8 @@ def test_without_openvino_choosing_its_device_says_what_to_install(host, without
     script_callbacks.ui_settings_callback()
     ext = TaggerExtension()
     shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
+    shared.opts.set("tagger_device", "cpu")
+    assert caplog.text == ""  # ONNX Runtime's devices need no OpenVINO
     shared.opts.set("tagger_device", "intel-gpu")
     assert "intel-gpu runs on OpenVINO, which is not installed" in caplog.text
     assert str(ext.tagger().device) == "intel-gpu"  # kept: install.py installs OpenVINO at the next start
