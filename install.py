@@ -14,6 +14,11 @@
   any CUDA 12.x), else ``onnxruntime``. Never both: the CPU package hides the GPU one, so when both are found
   they are replaced, and this says so. Whenever torch sees CUDA and the CPU build is chosen, the console says
   why on every launch, and what would give the GPU build.
+- OpenVINO (the ``openvino`` extra of ``pyproject.toml``) only on request: when the tagger's device is cpu-bf16,
+  openvino or intel-gpu (``--tagger-device`` in ``COMMANDLINE_ARGS``, else the ``tagger_device`` setting in the
+  WebUI's ``config.json``, the folder above ``extensions/``, or ``--ui-settings-file``) and it is not installed.
+  Like everything here it is installed with every installed package pinned: openvino 2026.4 needs numpy >=1.16.6,
+  <2.6 (both WebUIs pin 1.26.2) and openvino-telemetry, nothing the WebUIs pin.
 
 Facts, with their sources:
 - onnxruntime.ai, CUDA execution provider requirements: onnxruntime-gpu 1.19 and newer on PyPI are built for
@@ -67,22 +72,29 @@ CUDA12_CUDNN8_VERSION = "1.18.0"
 # What onnxruntime(-gpu) itself requires; installed from PyPI after a --no-deps install from the feed.
 RUNTIME_DEPENDENCIES = ("coloredlogs", "flatbuffers", "numpy", "packaging", "protobuf", "sympy")
 STATE_FILE = ".tagger-install-state.json"
+# The devices that run on OpenVINO (tagger.runtime.Device.openvino; this file imports nothing of the extension) and
+# the setting that chooses the device in the WebUI (tagger/webui.py).
+OPENVINO_DEVICES = ("cpu-bf16", "openvino", "intel-gpu")
+DEVICE_SETTING, DEVICE_FLAG = "tagger_device", "--tagger-device"
 
 
 # -- pure functions ------------------------------------------------------------------------------------------
 
 
-def parse_dependencies(pyproject_text: str) -> list[str]:
-    """The ``[project] dependencies`` array of a pyproject.toml (a minimal reader: Python 3.10 has no tomllib)."""
-    in_project = False
+def parse_dependencies(pyproject_text: str, extra: str | None = None) -> list[str]:
+    """The ``[project] dependencies`` array of a pyproject.toml, or with ``extra`` that array of
+    ``[project.optional-dependencies]`` (a minimal reader: Python 3.10 has no tomllib)."""
+    table, key = ("[project.optional-dependencies]", extra) if extra else ("[project]", "dependencies")
+    where = f"{table} {key}"
+    in_table = False
     collected: str | None = None  # the array's text so far, once its opening line was seen
     for raw in pyproject_text.splitlines():
         line = _strip_comment(raw).strip()
         if collected is None:
             if line.startswith("["):
-                in_project = line == "[project]"
+                in_table = line == table
                 continue
-            m = re.match(r"dependencies\s*=\s*\[(.*)$", line) if in_project else None
+            m = re.match(rf"{re.escape(key)}\s*=\s*\[(.*)$", line) if in_table else None
             if m is None:
                 continue
             collected, line = "", m.group(1)
@@ -91,8 +103,8 @@ def parse_dependencies(pyproject_text: str) -> list[str]:
         if end is not None:
             return [a or b for a, b in re.findall(r"\"([^\"]*)\"|'([^']*)'", collected)]
     if collected is not None:
-        raise ValueError("pyproject.toml: the dependencies array is not closed")
-    raise ValueError("pyproject.toml: no [project] dependencies array")
+        raise ValueError(f"pyproject.toml: the {where} array is not closed")
+    raise ValueError(f"pyproject.toml: no {where} array")
 
 
 def _unquoted(line: str, char: str) -> int | None:
@@ -261,6 +273,7 @@ class Action:
     reason: str
     index_url: str | None = None
     no_deps: bool = False
+    if_failed: str = "the tab may not work until this is fixed"
 
     def describe(self) -> str:
         where = f" from {self.index_url}" if self.index_url else ""
@@ -283,10 +296,12 @@ def decide(
     torch: TorchInfo | None,
     python: tuple[int, int],
     gpu_build_cuda: str | None = None,
+    device: str = "auto",
+    openvino: list[str] | None = None,
 ) -> list[Action]:
     """What to do, given the dependency list, the installed distributions (normalised name -> version), what
-    torch reports, the Python version, and the CUDA version the installed onnxruntime-gpu was built for (if
-    known)."""
+    torch reports, the Python version, the CUDA version the installed onnxruntime-gpu was built for (if
+    known), the tagger's device (``wanted_device``) and the ``openvino`` extra's requirements."""
     actions: list[Action] = []
     for req in dependencies:
         name = dist_name(req)
@@ -295,7 +310,59 @@ def decide(
         actions.append(Action("install", (req,), "not installed"))
 
     choice = choose_runtime(torch, python, installed.get("protobuf"))
-    return [*actions, *_runtime_actions(installed, torch, choice, gpu_build_cuda)]
+    actions += _runtime_actions(installed, torch, choice, gpu_build_cuda)
+    if runs_on_openvino(device):
+        missing = tuple(r for r in openvino or () if dist_name(r) not in installed)
+        if missing:
+            why = f"the tagger's device is {device}, which runs on OpenVINO"
+            failed = f"the device {device} cannot load until OpenVINO is installed (cpu and auto work without it)"
+            actions.append(Action("install", missing, why, if_failed=failed))
+    return actions
+
+
+def runs_on_openvino(device: str) -> bool:
+    """Whether the tagger device ``device`` (``cpu-bf16``, ``intel-gpu:1``...) runs on OpenVINO."""
+    return device.strip().lower().split(":")[0] in OPENVINO_DEVICES
+
+
+def wanted_device(args: list[str], settings: dict[str, object]) -> str:
+    """The tagger's device as the WebUI will see it: ``--tagger-device`` among the WebUI's arguments wins over the
+    ``tagger_device`` setting (as in tagger/webui.py); ``auto`` when neither says."""
+    for i, arg in enumerate(args):
+        if arg == DEVICE_FLAG and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(DEVICE_FLAG + "="):
+            return arg.split("=", 1)[1]
+    value = settings.get(DEVICE_SETTING)
+    return value if isinstance(value, str) and value.strip() else "auto"
+
+
+def webui_args(environ: dict[str, str]) -> list[str]:
+    """The WebUI's arguments this process can see: ``COMMANDLINE_ARGS`` (webui-user.sh / .bat)."""
+    try:
+        return shlex.split(environ.get("COMMANDLINE_ARGS", ""))
+    except ValueError:
+        return environ.get("COMMANDLINE_ARGS", "").split()
+
+
+def settings_file(args: list[str], extension_root: Path) -> Path:
+    """The WebUI's settings: ``--ui-settings-file``, else ``config.json`` in its data folder, which holds the
+    ``extensions`` folder this extension is in (the WebUI's ``data_path``)."""
+    for i, arg in enumerate(args):
+        if arg == "--ui-settings-file" and i + 1 < len(args):
+            return Path(args[i + 1])
+        if arg.startswith("--ui-settings-file="):
+            return Path(arg.split("=", 1)[1])
+    return extension_root.parent.parent / "config.json"
+
+
+def read_settings(path: Path) -> dict[str, object]:
+    """The WebUI's settings, or empty when the file is missing or not a JSON object (the WebUI says why)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _runtime_actions(
@@ -332,11 +399,7 @@ def _runtime_actions(
 def skip_requested(environ: dict[str, str]) -> bool:
     if environ.get("TAGGER_SKIP_INSTALL", "").strip().lower() in ("1", "true", "yes"):
         return True
-    try:
-        args = shlex.split(environ.get("COMMANDLINE_ARGS", ""))
-    except ValueError:
-        args = environ.get("COMMANDLINE_ARGS", "").split()
-    return any(a in ("--skip-install", "--skip-prepare-environment") for a in args)
+    return any(a in ("--skip-install", "--skip-prepare-environment") for a in webui_args(environ))
 
 
 def constraints_for(installed: dict[str, str], replace: set[str]) -> str:
@@ -423,14 +486,17 @@ def torch_info(state_path: Path) -> TorchInfo | None:
 def main() -> int:
     if skip_requested(dict(os.environ)):
         return 0
-    deps = parse_dependencies((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    deps, openvino = parse_dependencies(pyproject), parse_dependencies(pyproject, "openvino")
+    args = webui_args(dict(os.environ))
+    device = wanted_device(args, read_settings(settings_file(args, ROOT)))
     installed = installed_distributions()
     torch = torch_info(Path(sys.prefix) / STATE_FILE)
     python = (sys.version_info.major, sys.version_info.minor)
     notice = cpu_on_cuda_notice(installed, torch, choose_runtime(torch, python, installed.get("protobuf")))
     if notice:
         print(notice)  # noqa: T201 - every launch: a GPU left unused must never be silent
-    actions = decide(deps, installed, torch, python, gpu_build_cuda() if GPU in installed else None)
+    actions = decide(deps, installed, torch, python, gpu_build_cuda() if GPU in installed else None, device, openvino)
     if not actions:
         return 0
     replaced = {p for a in actions if a.kind == "uninstall" for p in a.packages} | {CPU, GPU}
@@ -441,7 +507,7 @@ def main() -> int:
             print(f"Tagger: {action.describe()}")  # noqa: T201
             result = subprocess.run(cmd, check=False)
             if result.returncode != 0:
-                print(f"Tagger: pip failed ({' '.join(cmd)}); the tab may not work until this is fixed")  # noqa: T201
+                print(f"Tagger: pip failed ({' '.join(cmd)}); {action.if_failed}")  # noqa: T201
                 return result.returncode
     return 0
 

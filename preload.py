@@ -19,7 +19,8 @@ def preload(parser):
         "--tagger-device",
         type=str,
         default=None,
-        help="Tagger: where the tagger models run: auto, cpu, cuda or cuda:N (overrides the setting)",
+        help="Tagger: where the tagger models run: auto, cpu, cpu-bf16, openvino, cuda[:N] or intel-gpu[:N] "
+        "(overrides the setting; cpu-bf16, openvino and intel-gpu need OpenVINO, which install.py then installs)",
     )
     older_taggers_keep_their_name()
 

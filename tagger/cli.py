@@ -124,9 +124,19 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rating-last", action="store_true", help="put the top rating last (--rating puts it first)")
 
 
+# The devices (runtime.DEVICES; not imported here: the command line starts without numpy).
+DEVICE_METAVAR = "DEVICE"
+DEVICE_HELP = (
+    "auto, cpu, cpu-bf16, openvino, cuda[:N] or intel-gpu[:N]; cpu-bf16 (the CPU's bf16 units), openvino (the CPU "
+    "at fp32) and intel-gpu run on OpenVINO: pip install openvino"
+)
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|DIR", help=f"model (default {DEFAULT_MODEL})")
-    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    p.add_argument(
+        "--device", default="auto", metavar=DEVICE_METAVAR, help=f"where to run (default auto): {DEVICE_HELP}"
+    )
     p.add_argument(
         "--batch-size",
         type=int,
@@ -290,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the Tagger page and the HTTP API (standalone, no WebUI)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=7861, help="port (default 7861)")
-    serve.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run (default auto)")
+    serve.add_argument(
+        "--device", default="auto", metavar=DEVICE_METAVAR, help=f"where to run (default auto): {DEVICE_HELP}"
+    )
     serve.add_argument(
         "--auth",
         metavar="USER:PASS[,USER:PASS]",
@@ -324,7 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     quant.add_argument("--validate", metavar="FOLDER", help="compare the int8 copy's tags with NAME's on these images")
     quant.add_argument("-r", "--recursive", action="store_true", help="with --validate: walk sub-folders")
     quant.add_argument("--limit", type=int, metavar="N", help="with --validate: at most N images")
-    quant.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]", help="where to run the comparison")
+    quant.add_argument(
+        "--device",
+        default="auto",
+        metavar=DEVICE_METAVAR,
+        help=f"where to run the comparison (default auto): {DEVICE_HELP}",
+    )
     quant.add_argument("--offline", action="store_true", help="never download; use only files already here")
     _add_tag_options(quant)
     _common(quant)

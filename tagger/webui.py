@@ -46,6 +46,15 @@ NEEDED = "AUTOMATIC1111 stable-diffusion-webui 1.6 or newer, or Forge"
 # prompt:", is never read as a parameter line, and yields an empty negative prompt (which is what the host
 # pastes anyway when the text has no such line). The prompt itself arrives unchanged.
 _SEND_SUFFIX = "\nNegative prompt: "
+# The Settings page's devices (runtime.DEVICES without the numbered ones, which --tagger-device takes). The last three
+# run on OpenVINO: offered whether or not it is installed, since choosing one has install.py install it at the next
+# start; until then loading says how to get it, in the tab and the API.
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cpu-bf16", "openvino", "intel-gpu")
+DEVICE_LABEL = (
+    "Device for the tagger models. auto: CUDA when present, else the CPU (with OpenVINO installed, its bf16 units "
+    "where measured faster); cpu-bf16: the CPU's bf16 units; openvino: the CPU at fp32; intel-gpu: an Intel GPU. "
+    "These three need OpenVINO: installed at the WebUI's next start once chosen (or pip install openvino)"
+)
 
 
 class HostError(TaggerError):
@@ -134,7 +143,7 @@ def settings_list(model_choices: Callable[[], list[str]]) -> list[Setting]:
             "slider",
             {"minimum": c.metadata["ge"], "maximum": c.metadata["le"], "step": 0.01},
         ),
-        Setting("tagger_device", "auto", "Device for the tagger models", "radio", {"choices": ["auto", "cpu", "cuda"]}),
+        Setting("tagger_device", "auto", DEVICE_LABEL, "radio", {"choices": list(DEVICE_CHOICES)}),
         Setting(
             "tagger_unload_after",
             False,
@@ -305,6 +314,10 @@ class TaggerExtension:
     def _device_changed(self) -> None:
         try:
             self.tagger().set_device(self.host.device())
+            if self.tagger().device.openvino:  # without OpenVINO, said now in the console, not only at the next load
+                from tagger.backends import require_openvino
+
+                require_openvino(self.tagger().device)
         except TaggerError as e:
             log.error("tagger: %s", e)
 

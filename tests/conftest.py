@@ -36,3 +36,20 @@ def solid_image(tmp_path: Path):
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test (and the CLI subprocesses it starts) gets its own probability cache, never the user's."""
     monkeypatch.setenv("TAGGER_CACHE", str(tmp_path_factory.mktemp("cache") / "probs.sqlite3"))
+
+
+@pytest.fixture
+def without_openvino(monkeypatch: pytest.MonkeyPatch):
+    """A Python without OpenVINO, for the message its users get: ``import openvino`` fails as it does where it is
+    not installed (None in ``sys.modules``), and what tagger.backends remembers of it is forgotten before and after
+    (the real module comes back when the test ends)."""
+    import sys
+
+    from tagger import backends
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    backends.openvino_version.cache_clear()
+    backends._core.cache_clear()
+    yield
+    backends.openvino_version.cache_clear()
+    backends._core.cache_clear()

@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tagger import backends
 from tagger.cache import DEFAULT_FLOOR
 from tagger.cli import main
 from tagger.engine import Tagger
@@ -149,6 +150,21 @@ def test_refused_before_any_work_with_the_reason(model_root, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert dataset(model_root, str(tmp_path / "in"), "-o", str(tmp_path / "file")) == 2
     assert "is a file; give a folder" in capsys.readouterr().err
+
+
+def test_devices_ray_cannot_give_each_actor_are_refused_before_anything(model_root, tmp_path, capsys):
+    """Refused before Ray is even needed: each with what to use instead."""
+    square(tmp_path / "in" / "a.png", COLOURS["red"])
+    cases = [
+        ("intel-gpu", "Ray has no Intel GPU resource"),
+        ("intel-gpu:1", "--device intel-gpu"),
+        ("cuda:1", "--gpus-per-actor"),
+        ("tpu", "use auto, cuda, cpu, cpu-bf16, openvino"),
+    ]
+    for device, reason in cases:
+        assert dataset(model_root, str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--device", device) == 2
+        assert reason in capsys.readouterr().err, device
+    assert not (tmp_path / "out").exists()
 
 
 def test_actors_option():
@@ -449,3 +465,26 @@ def test_resume_after_an_interrupted_run(ray_local, model_root, tmp_path, capsys
     keys = read_out(out)["key"].to_pylist()
     assert sorted(keys) == sorted(str(p) for p in folder.glob("*.png"))  # every image exactly once
     assert not hidden_leftovers(out)
+
+
+def test_cpu_bf16_actors_run_on_openvino(ray_local, model_root, tmp_path, capsys):
+    """cpu-bf16 asks Ray for CPUs only (no GPU) and each actor loads the model on OpenVINO: the probabilities and
+    captions are those of `tag --device cpu-bf16` (on a CPU with bf16 units they differ from ONNX Runtime's fp32 by
+    up to 0.003 on this model, so an actor that ran ONNX Runtime would show)."""
+    if backends.openvino_version() is None:
+        pytest.skip("OpenVINO is not installed (pip install openvino)")
+    folder = tmp_path / "in"
+    for name in ("red", "green"):
+        square(folder / f"{name}.png", COLOURS[name])
+    out = tmp_path / "out"
+    assert dataset(model_root, str(folder), "-o", str(out), "--device", "cpu-bf16") == 0
+    err = capsys.readouterr().err
+    assert "on CPUs (cpu-bf16)" in err and "tagged 2, skipped 0" in err
+    engine = Tagger(model_root, "cpu-bf16", download=False, progress=False)
+    options = replace(engine.default_options("test-model"), escape=False)  # captions are plain unless --escape
+    for row in read_out(out).to_pylist():
+        tagged = engine.tag_image("test-model", row["key"], options)
+        want = dict(zip(NAMES, tagged.probs.tolist(), strict=True))
+        for tag, p in {**dict(row["general"]), **dict(row["character"])}.items():
+            assert p == pytest.approx(want[tag], abs=1e-6), tag
+        assert row["caption"] == tagged.result.prompt

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import runpy
+import shutil
+import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +331,111 @@ def test_main_says_on_every_launch_why_a_cuda_machine_runs_the_cpu_build(
         out = capsys.readouterr().out
         assert "CPU build (onnxruntime) is used although torch sees a GPU" in out and "CUDA 14.0" in out
     assert ran == []
+
+
+# -- OpenVINO, only on request -----------------------------------------------------------------------------------
+
+OPENVINO_EXTRA = ["openvino>=2024.1"]
+WITH_RUNTIME = {**BASE, "onnxruntime": "1.20.1"}
+
+
+def test_openvino_extra_comes_from_pyproject_and_matches_a_real_toml_reader() -> None:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    extra = inst["parse_dependencies"](text, "openvino")
+    assert [inst["dist_name"](r) for r in extra] == ["openvino"]
+    tomllib = pytest.importorskip("tomllib")
+    assert extra == tomllib.loads(text)["project"]["optional-dependencies"]["openvino"]
+
+
+@pytest.mark.parametrize(
+    ("device", "wanted"),
+    [("auto", False), ("cpu", False), ("cuda", False), ("cuda:1", False), ("cpu-bf16", True), ("openvino", True),
+     ("intel-gpu", True), ("intel-gpu:1", True), (" CPU-BF16 ", True)],
+)  # fmt: skip
+def test_openvino_is_installed_only_for_its_devices(device: str, wanted: bool) -> None:
+    actions = decide(DEPS, WITH_RUNTIME, CPU_TORCH, PY310, device=device, openvino=OPENVINO_EXTRA)
+    if not wanted:
+        assert actions == []
+        return
+    (action,) = actions
+    assert (action.kind, action.packages) == ("install", ("openvino>=2024.1",))
+    assert f"the tagger's device is {device}, which runs on OpenVINO" in action.describe()
+    assert "cpu and auto work without it" in action.if_failed
+
+
+def test_an_installed_openvino_is_left_as_it_is() -> None:
+    installed = {**WITH_RUNTIME, "openvino": "2024.0.0"}
+    assert decide(DEPS, installed, CPU_TORCH, PY310, device="cpu-bf16", openvino=OPENVINO_EXTRA) == []
+
+
+def test_the_installers_openvino_devices_are_the_runtimes() -> None:
+    """install.py imports nothing of the extension, so it names the devices itself: the same ones."""
+    from tagger.runtime import DEVICES, Device
+
+    for name in (d.strip().replace(":N", ":1") for d in DEVICES.split(",")):
+        assert inst["runs_on_openvino"](name) is Device.parse(name).openvino, name
+
+
+@pytest.mark.parametrize(
+    ("args", "settings", "device"),
+    [
+        ([], {}, "auto"),
+        ([], {"tagger_device": "cpu-bf16"}, "cpu-bf16"),
+        (["--api", "--tagger-device", "openvino"], {"tagger_device": "cpu"}, "openvino"),  # the flag wins
+        (["--tagger-device=intel-gpu:1"], {}, "intel-gpu:1"),
+        ([], {"tagger_device": None}, "auto"),
+        ([], {"tagger_device": ""}, "auto"),
+    ],
+)
+def test_the_device_is_read_as_the_webui_reads_it(args: list[str], settings: dict, device: str) -> None:
+    assert inst["wanted_device"](args, settings) == device
+
+
+def test_the_settings_file_is_the_webuis(tmp_path: Path) -> None:
+    ext = tmp_path / "webui" / "extensions" / "tagger"
+    assert inst["settings_file"]([], ext) == tmp_path / "webui" / "config.json"
+    assert inst["settings_file"](["--ui-settings-file", "/etc/webui.json"], ext) == Path("/etc/webui.json")
+    assert inst["settings_file"](["--ui-settings-file=my.json"], ext) == Path("my.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    assert inst["read_settings"](tmp_path / "broken.json") == {} == inst["read_settings"](tmp_path / "missing.json")
+
+
+def _webui_with_the_extension(tmp_path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """A WebUI folder as the host lays it out (config.json beside extensions/), with this install.py and
+    pyproject.toml in extensions/tagger; returns the install.py loaded from there."""
+    ext = tmp_path / "webui" / "extensions" / "tagger"
+    ext.mkdir(parents=True)
+    for name in ("install.py", "pyproject.toml"):
+        shutil.copy(ROOT / name, ext / name)
+    (tmp_path / "webui" / "config.json").write_text(json.dumps(settings), encoding="utf-8")
+    return runpy.run_path(str(ext / "install.py"), run_name="tagger_install")
+
+
+def test_main_installs_openvino_when_the_webuis_setting_asks_and_pins_everything_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Stand-ins: pip (each command and its constraints file are recorded, nothing is installed), torch's answer
+    (none), and this environment's package list without openvino (installed here for the tests)."""
+    mod = _webui_with_the_extension(tmp_path, {"tagger_device": "cpu-bf16"})
+    g = mod["main"].__globals__
+    ran: list[tuple[list[str], list[str]]] = []
+
+    def pip(cmd: list[str], check: bool) -> subprocess.CompletedProcess:
+        ran.append((cmd, Path(cmd[cmd.index("-c") + 1]).read_text(encoding="utf-8").splitlines()))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    without = {k: v for k, v in g["installed_distributions"]().items() if not k.startswith("openvino")}
+    monkeypatch.setitem(g, "subprocess", type("S", (), {"run": staticmethod(pip)}))
+    monkeypatch.setitem(g, "torch_info", lambda path: None)
+    monkeypatch.setitem(g, "installed_distributions", lambda: without)
+    monkeypatch.delenv("COMMANDLINE_ARGS", raising=False)
+    monkeypatch.delenv("TAGGER_SKIP_INSTALL", raising=False)
+    assert mod["main"]() == 0
+    ((cmd, constraints),) = ran
+    assert cmd[-1] == inst["parse_dependencies"]((ROOT / "pyproject.toml").read_text(), "openvino")[0]
+    assert f"numpy=={metadata.version('numpy')}" in constraints  # the host's numpy cannot move
+    assert not any(c.startswith("openvino") for c in constraints)
+    assert "the tagger's device is cpu-bf16, which runs on OpenVINO" in capsys.readouterr().out
+
+    monkeypatch.setenv("COMMANDLINE_ARGS", "--tagger-device cpu")  # the flag wins over the setting
+    assert mod["main"]() == 0 and len(ran) == 1

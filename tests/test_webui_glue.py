@@ -600,3 +600,84 @@ def test_tab_and_api_say_why_cuda_did_not_start_in_auto(host, monkeypatch) -> No
     )
     assert tagged.json()["provider"] == "CPU" and tagged.json()["provider_note"].startswith("CUDA is not used:")
     assert loaded.json()["models"][0]["provider_note"].startswith("CUDA is not used:")
+
+
+def test_device_setting_offers_the_openvino_devices(host) -> None:
+    """The Settings page's radio (built with this gradio, 3.41 or 4.x) offers OpenVINO's devices beside auto, cpu
+    and cuda, whether or not OpenVINO is installed, and its label says what they need."""
+    from modules import script_callbacks, shared
+
+    from tagger.runtime import Device
+
+    _run_script()
+    script_callbacks.ui_settings_callback()
+    info = shared.opts.data_labels["tagger_device"]
+    with gr.Blocks():
+        radio = info.component(label=info.label, value="cpu-bf16", **info.component_args)
+    values = [value for _, value in radio.choices]
+    assert values == ["auto", "cpu", "cuda", "cpu-bf16", "openvino", "intel-gpu"]
+    assert [v for v in values if Device.parse(v).openvino] == ["cpu-bf16", "openvino", "intel-gpu"]
+    assert "pip install openvino" in info.label and info.default == "auto"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="OpenVINO is not installed (pip install openvino)"
+)
+def test_cpu_bf16_setting_runs_in_the_tab_and_the_api_and_says_so(host) -> None:
+    """Chosen in Settings, cpu-bf16 reaches the engine; the tab's status line and the API name what ran (bf16 on a
+    CPU with bf16 units, else fp32). The images are this test's own, so the models folder's cache cannot answer."""
+    from fastapi import FastAPI
+    from modules import script_callbacks, shared
+
+    from tagger import backends
+    from tagger.ui import build_ui
+    from tagger.webui import TaggerExtension
+
+    label = f"OpenVINO CPU {'bf16' if backends.cpu_bf16_units() else 'fp32'}"
+    shared.cmd_opts.tagger_device = None
+    _run_script()
+    script_callbacks.ui_settings_callback()
+    shared.opts.data["tagger_default_model"] = "test-model"
+    ext = TaggerExtension()
+    shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
+    shared.opts.set("tagger_device", "cpu-bf16")
+    page = build_ui(ext.tagger(), ext.host)
+    data = {c: c.value for c in page.controls}
+    data.update({page.image: Image.new("RGB", (40, 40), (9, 99, 199)), page.model: "test-model"})
+    data.update({page.unload_after: False, page.last: None})
+    out = page.interrogate(data, lambda *a, **k: None)
+    assert f"provider: <b>{label}</b>" in out[page.status]
+    assert out[page.prompt].startswith("blue theme")
+
+    shared.cmd_opts.api = True
+    app = FastAPI()
+    script_callbacks.app_started_callback(None, app)
+    body = {"image": _png_b64((9, 98, 198)), "model": "test-model", "threshold": 0.35}
+    (tagged,) = _requests(app, [("POST", "/tagger/v1/interrogate", {"json": body})])
+    assert tagged.json()["provider"] == label
+
+
+def test_without_openvino_choosing_its_device_says_what_to_install(host, without_openvino, caplog) -> None:
+    """At once in the console when the setting changes, and in the tab's status when it tags."""
+    from modules import script_callbacks, shared
+
+    from tagger.ui import build_ui
+    from tagger.webui import TaggerExtension
+
+    shared.cmd_opts.tagger_device = None
+    _run_script()
+    script_callbacks.ui_settings_callback()
+    ext = TaggerExtension()
+    shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
+    shared.opts.set("tagger_device", "cpu")
+    assert caplog.text == ""  # ONNX Runtime's devices need no OpenVINO
+    shared.opts.set("tagger_device", "intel-gpu")
+    assert "intel-gpu runs on OpenVINO, which is not installed" in caplog.text
+    assert str(ext.tagger().device) == "intel-gpu"  # kept: install.py installs OpenVINO at the next start
+
+    page = build_ui(ext.tagger(), ext.host)
+    data = {c: c.value for c in page.controls}
+    data.update({page.image: Image.new("RGB", (40, 40), (8, 88, 188)), page.model: "test-model"})
+    data.update({page.unload_after: False, page.last: None})
+    status = html_lib.unescape(page.interrogate(data, lambda *a, **k: None)[page.status])
+    assert "tagger-error" in status and "intel-gpu runs on OpenVINO" in status and "pip install openvino" in status

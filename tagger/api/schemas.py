@@ -189,6 +189,17 @@ _CATEGORIES_DESCRIPTION = (
     "passed, in prompt order; left out for models with only rating, general and character tags."
 )
 _EMBEDDING_OUT = "The image embedding, when it was asked for (embedding: true); left out otherwise."
+_OPENVINO_LABELS = (
+    "OpenVINO's device with the precision it computes in (OpenVINO CPU bf16, OpenVINO CPU fp32, OpenVINO GPU fp16)"
+)
+_PROVIDER = (
+    f"Where it ran: CPU or CUDA (ONNX Runtime), {_OPENVINO_LABELS}, or cache when the probability cache answered."
+)
+_PROVIDER_LOADED = f"What runs it: CPU or CUDA (ONNX Runtime), or {_OPENVINO_LABELS}."
+_PROVIDER_NOTE = (
+    "Why the device asked for is not what runs, with the fix (CUDA that does not start; cpu-bf16 on a CPU without "
+    "bf16 units); null otherwise."
+)
 
 
 class ItemTagsOut(TagsOut):
@@ -200,10 +211,8 @@ class ItemTagsOut(TagsOut):
 
 class InterrogateResponse(TagsOut):
     model: str = Field(..., description="The model that answered (its catalog or folder name).")
-    provider: str = Field(..., description="Where it ran: CPU or CUDA.")
-    provider_note: str | None = Field(
-        None, description="Why CUDA was asked for and is not used, with the fix; null otherwise."
-    )
+    provider: str = Field(..., description=_PROVIDER)
+    provider_note: str | None = Field(None, description=_PROVIDER_NOTE)
     elapsed: float = Field(..., description="Seconds this request took on the server.")
     warnings: list[str] = Field(default_factory=list, description="Ignored fields, renamed models.")
     categories: dict[str, dict[str, float]] = Field(default_factory=dict, description=_CATEGORIES_DESCRIPTION)
@@ -225,8 +234,8 @@ class BatchItem(BaseModel):
 class InterrogateBatchResponse(BaseModel):
     results: list[BatchItem] = Field(..., description="One item per image, in request order.")
     model: str = Field(..., description="The model that answered.")
-    provider: str = Field(..., description="Where it ran: CPU or CUDA.")
-    provider_note: str | None = Field(None, description="Why CUDA is not used, with the fix; else null.")
+    provider: str = Field(..., description=_PROVIDER)
+    provider_note: str | None = Field(None, description=_PROVIDER_NOTE)
     elapsed: float = Field(..., description="Seconds this request took on the server.")
     warnings: list[str] = Field(default_factory=list, description="Ignored fields, renamed models.")
 
@@ -254,8 +263,8 @@ class ModelsResponse(BaseModel):
 
 class LoadedOut(BaseModel):
     name: str
-    provider: str = Field(..., description="CPU or CUDA.")
-    provider_note: str | None = Field(None, description="Why CUDA is not used, with the fix; else null.")
+    provider: str = Field(..., description=_PROVIDER_LOADED)
+    provider_note: str | None = Field(None, description=_PROVIDER_NOTE)
     input_size: int = Field(..., description="Side of the square the model sees, in pixels.")
     fixed_batch: int | None = Field(None, description="Batch size the model is fixed to; null if dynamic.")
     threads: int = Field(..., description="CPU threads of its session.")

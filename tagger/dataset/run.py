@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 FILES_PER_TASK = 16  # listed files per decode task (a shard is a task of its own)
 DECODE_MEMORY = 256 * 1024**2  # heap reserved per decode task: a large image decodes into ~100-200 MB
 MAX_FAILURES_SHOWN = 100  # failures the summary keeps (OUT/_errors has them all)
+# Devices whose actors ask Ray for CPUs only: ONNX Runtime's, and OpenVINO's on the CPU (tagger.backends).
+CPU_DEVICES = ("cpu", "cpu-bf16", "openvino")
 
 
 @dataclass
@@ -36,7 +38,7 @@ class DatasetConfig:
     model: str
     options: TagOptions = field(default_factory=TagOptions)
     models_dir: str | None = None
-    device: str = "auto"  # auto | cpu | cuda: auto uses the cluster's GPUs when it has any
+    device: str = "auto"  # auto | cuda | cpu | cpu-bf16 | openvino: auto uses the cluster's GPUs when it has any
     download: bool = True
     batch_size: int | None = None  # images per model run (as ``tag``): default 16 on a GPU, 1 on a CPU
     actors: tuple[int, int] | None = None  # (min, max) inference actors; None: one per GPU, else one per node
@@ -151,6 +153,25 @@ def _listing_tables(entries: list[Entry], holdings: Holdings) -> list[Any]:
     return tables
 
 
+def dataset_device(device: str) -> str:
+    """``--device`` as the dataset command takes it: auto, cuda, or one of ``CPU_DEVICES``; DatasetError for a
+    device Ray cannot give each actor. ``auto`` is the cluster's GPUs when it has any, else ONNX Runtime on the
+    CPUs: auto's bf16 check (tagger.backends) times one quiet machine, not nodes busy decoding, and one run's rows
+    should come from one precision; cpu-bf16 asks for OpenVINO's bf16 on every node."""
+    d = device.strip().lower()
+    if d.startswith("cuda:"):
+        raise DatasetError("--device cuda:N: on Ray each actor gets GPUs of its own (--gpus-per-actor); use cuda")
+    if d.split(":")[0] == "intel-gpu":
+        raise DatasetError(
+            f"--device {device}: Ray has no Intel GPU resource, so it cannot give each actor a GPU of its own or "
+            "place actors only on nodes that have one. On Ray use cpu-bf16 (OpenVINO on the CPUs' bf16 units), cpu "
+            "or cuda; for an Intel GPU, tag on its machine: python -m tagger tag DIR --device intel-gpu"
+        )
+    if d not in ("auto", "cuda", *CPU_DEVICES):
+        raise DatasetError(f"--device {device!r}: use auto, cuda, {', '.join(CPU_DEVICES)}")
+    return d
+
+
 def _plan(cfg: DatasetConfig, ray: Any, started: bool) -> tuple[tuple[int, int], int, float]:
     """(min, max) actors, threads per actor and GPUs per actor for this cluster.
 
@@ -161,15 +182,11 @@ def _plan(cfg: DatasetConfig, ray: Any, started: bool) -> tuple[tuple[int, int],
     cpus, gpus = int(resources.get("CPU", 1)), float(resources.get("GPU", 0))
     node_cpus = [int(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
     node_cpus = [c for c in node_cpus if c > 0] or [cpus]
-    device = cfg.device.strip().lower()
-    if device.startswith("cuda:"):
-        raise DatasetError("--device cuda:N: on Ray each actor gets GPUs of its own (--gpus-per-actor); use cuda")
-    if device not in ("auto", "cpu", "cuda"):
-        raise DatasetError(f"--device {cfg.device!r}: use auto, cpu or cuda")
+    device = dataset_device(cfg.device)
     gpa = cfg.gpus_per_actor
     if gpa is None:
-        gpa = 1.0 if device != "cpu" and gpus >= 1 else 0.0
-    if device == "cpu":
+        gpa = 1.0 if device not in CPU_DEVICES and gpus >= 1 else 0.0
+    if device in CPU_DEVICES:
         gpa = 0.0
     if gpa < 0:
         raise DatasetError("--gpus-per-actor must be 0 or more")
@@ -198,6 +215,7 @@ class Plan:
     threads: int  # per actor
     gpus: float  # per actor
     batch: int  # images per model run the driver expects (the actor's own default decides in the end)
+    device: str  # what each actor loads the model on: cuda with GPUs, else one of CPU_DEVICES
     write_node: str | None = None  # the node every write task runs on (a local OUT is the driver's), else any
 
 
@@ -241,7 +259,7 @@ def _pipeline(ray: Any, tables: list[Any], prep: Any, ship: ModelShip, plan: Pla
         compute=pool,
         fn_constructor_kwargs={
             "ship": ship,
-            "device": "cuda" if plan.gpus else "cpu",
+            "device": plan.device,
             "threads": plan.threads,
             "batch_size": cfg.batch_size,
             "embeddings": cfg.embeddings,
@@ -258,6 +276,8 @@ def _pipeline(ray: Any, tables: list[Any], prep: Any, ship: ModelShip, plan: Pla
 
 def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: None) -> DatasetSummary:
     """Tag every image of ``cfg.sources`` into the Parquet dataset ``cfg.output``. See the module docstring."""
+    device = dataset_device(cfg.device)
+    cpu = device if device in CPU_DEVICES else "cpu"  # what runs on CPUs: the driver's probe, actors without a GPU
     if cfg.captions is not None:
         check_config(cfg.captions)
     if cfg.rows_per_file < 1:
@@ -274,8 +294,9 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
     from tagger.engine import Tagger
 
     # The model is resolved (and downloaded, once) here on the driver, and loaded on its CPU to learn how an image
-    # becomes its input and check it before any cluster work: a model that cannot be had fails now.
-    tagger = Tagger(cfg.models_dir, "cpu", download=cfg.download, progress=sys.stderr.isatty(), threads=1)
+    # becomes its input and check it before any cluster work: a model that cannot be had fails now. On OpenVINO's
+    # CPU devices it is loaded there, so that OpenVINO missing or refusing the model fails now too.
+    tagger = Tagger(cfg.models_dir, cpu, download=cfg.download, progress=sys.stderr.isatty(), threads=1)
     probe = tagger.load(cfg.model)
     files, labels, prep = probe.files, probe.labels, probe.prepare or probe.size
     if cfg.embeddings and (problem := embedding_problem(probe)):
@@ -302,7 +323,7 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
         actors, threads, gpa = _plan(cfg, ray, started)
         say(
             f"Ray: {len(nodes)} node(s); {actors[0] if actors[0] == actors[1] else f'{actors[0]}-{actors[1]}'} "
-            f"inference actor(s) x {threads} thread(s)" + (f", {gpa:g} GPU each" if gpa else ", on CPUs")
+            f"inference actor(s) x {threads} thread(s)" + (f", {gpa:g} GPU each" if gpa else f", on CPUs ({cpu})")
         )
         ship = ship_model(files, single_node=started and len(nodes) == 1)
         run = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}"
@@ -311,7 +332,7 @@ def run_dataset(cfg: DatasetConfig, say: Callable[[str], None] = lambda text: No
         tables = _listing_tables(entries, holdings)
         # A local OUT is the driver's folder: every write runs on the driver's node (the others may not see it).
         write_node = ship.driver_node if store.local and (len(nodes) > 1 or not started) else None
-        plan = Plan(actors, threads, gpa, cfg.batch_size or (16 if gpa else 1), write_node)
+        plan = Plan(actors, threads, gpa, cfg.batch_size or (16 if gpa else 1), "cuda" if gpa else cpu, write_node)
         if tables:
             with _streaming_settings():
                 ds = _pipeline(ray, tables, prep, ship, plan, cfg, spec)
