@@ -46,7 +46,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPENVINO = "OpenVINO"
-INSTALL = "pip install openvino (in the WebUI's venv for the extension; or the project's openvino extra)"
+INSTALL = (
+    "pip install openvino (the WebUI installs it at its next start once the tagger's device setting names one of "
+    "OpenVINO's devices; standalone: the project's openvino extra)"
+)
 CHOICE_FILE = ".tagger-backend.json"  # auto's verdicts, beside the model: one per machine and model file
 # auto's check: bf16 is used when it is at least this much faster than ONNX Runtime fp32...
 MIN_SPEEDUP = 1.25

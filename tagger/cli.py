@@ -47,9 +47,6 @@ examples:
 """
 
 
-DEVICE_METAVAR = "auto|cpu|cpu-bf16|openvino|cuda[:N]|intel-gpu[:N]"
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", metavar="DIR", help="models folder (default: $TAGGER_MODELS_DIR or per-user)")
     p.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")

@@ -59,7 +59,7 @@ class ImageTags:
     source: Any
     result: TagResult
     model: str
-    provider: str  # "CPU", "CUDA", or "cache" when the probability cache answered
+    provider: str  # LoadedModel.provider_label ("CPU", "CUDA", "OpenVINO CPU bf16"...), or "cache" for the cache's
     elapsed: float  # seconds for this image (whole call time / images for several)
     probs: np.ndarray
     labels: Labels
