@@ -7,6 +7,7 @@ cannot be built small). Timing enters only through generous margins (a 0.15 s ru
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -131,7 +132,7 @@ def test_the_gate_keeps_decodes_out_of_heavy_runs(model: LoadedModel, tmp_path: 
     assert timeline.overlaps() == 0, "a decode ran during a heavy model's run"
     # ...and the decoders worked in bursts, both at once, between the runs
     decodes = sorted(timeline.decodes)
-    assert any(b0 < a1 for (_, a1, _), (b0, _, _) in zip(decodes, decodes[1:], strict=False))
+    assert any(b0 < a1 for (_, a1, _), (b0, _, _) in itertools.pairwise(decodes))
     assert {name for _, _, name in decodes} == {"tagger-decode_0", "tagger-decode_1"}
 
 
