@@ -7,6 +7,8 @@ JSON object on its last line of output. Variants:
   writing a caption per image into a temporary output folder (decode pool, prefetch, batching, postprocess,
   atomic writes) with a fresh probability cache (hashing each file, storing its probabilities); ``--no-cache``
   leaves the cache out.
+- ``serial``: the same as ``ours`` with ``workers=0``: our own code, each image decoded on the calling thread
+  and then run, in series (the older taggers' schedule, without their slower steps); same cache setting.
 - ``baseline``: ``bench.baseline.BaselineTagger`` on the same session (same options, same threads).
 - ``ceiling``: inference only: the same session fed tensors prepared beforehand, at ours' batch size.
 - ``stages``: our stages one after another on one thread, timed each: decode (``load_image``),
@@ -31,7 +33,7 @@ import numpy as np
 
 from bench.noise import ForeignCPU
 
-VARIANTS = ("ours", "baseline", "ceiling", "stages")
+VARIANTS = ("ours", "serial", "baseline", "ceiling", "stages")
 WARMUP_RUNS = 2
 
 
@@ -143,8 +145,9 @@ def run_variant(
     with tempfile.TemporaryDirectory(prefix="wd14-bench-out-") as out, ForeignCPU() as foreign, RssSampler() as rss:
         cpu0 = _cpu_s()
         start = time.perf_counter()
-        if variant == "ours":
-            n = _run_ours(tagger, model, folder, Path(out), batch_size, first, start, use_cache)
+        if variant in ("ours", "serial"):
+            workers = 0 if variant == "serial" else None
+            n = _run_ours(tagger, model, folder, Path(out), batch_size, first, start, use_cache, workers)
         elif variant == "baseline":
             n, stages = _run_baseline(loaded, folder, Path(out), first, start)
             result["stages_ms"] = stages
@@ -169,7 +172,7 @@ def run_variant(
 
 
 def _run_ours(tagger: Any, model: str, folder: Path, out: Path, batch_size: int | None, first: list[float],
-              start: float, use_cache: bool) -> int:  # fmt: skip
+              start: float, use_cache: bool, workers: int | None) -> int:  # fmt: skip
     from tagger.batch import BatchConfig, run_batch
     from tagger.options import TagOptions
 
@@ -182,14 +185,16 @@ def _run_ours(tagger: Any, model: str, folder: Path, out: Path, batch_size: int 
         from tagger.cache import ProbCache
 
         cache = tagger.cache = ProbCache(out / ".probs.sqlite3")
-    config = BatchConfig(inputs=[folder], output_dir=out, existing="overwrite", batch_size=batch_size)
+    config = BatchConfig(inputs=[folder], output_dir=out, existing="overwrite", batch_size=batch_size, workers=workers)
     try:
         summary = run_batch(tagger, model, config, TagOptions(), progress=progress)
     finally:
         if cache is not None:
             cache.close()
     if summary.failed:
-        raise SystemExit(f"ours: {summary.failed} images failed: {summary.failures[:3]}")
+        raise SystemExit(
+            f"{'serial' if workers == 0 else 'ours'}: {summary.failed} images failed: {summary.failures[:3]}"
+        )
     return summary.tagged
 
 
@@ -255,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True)
     parser.add_argument("--folder", type=Path, required=True)
     parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--no-cache", action="store_true", help="ours: no probability cache (the CLI's --no-cache)")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="ours, serial: no probability cache (the CLI's --no-cache)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = parser.parse_args(argv)
     result = run_variant(

@@ -71,7 +71,7 @@ class BatchConfig:
     backup: bool = True  # a caption the run changes is kept first as NAME.bak (or under backup_dir)
     backup_dir: Path | None = None  # the backups here instead, mirroring the captions' folders
     metadata: Path | None = None  # one .json or .jsonl file for the whole run (kohya's --output_path)
-    workers: int | None = None  # decoding threads; None: what the machine can use
+    workers: int | None = None  # decoding threads; None: what the machine can use; 0: in series, no threads
     # "merge": an image carrying a prompt (A1111, NovelAI, ComfyUI) is captioned from it and the tags together
     # (Comparison.caption_tags: trigger words kept, noise dropped); "tags": the tags alone, as always.
     caption_from: str = "tags"
@@ -254,8 +254,8 @@ def check_config(config: BatchConfig) -> None:
             raise BatchConfigError(f"metadata file {meta}: name it .json (one object) or .jsonl (a line per image)")
         if meta.is_dir():
             raise BatchConfigError(f"metadata file {meta} is a folder; give a file name ending in .json or .jsonl")
-    if config.workers is not None and not 1 <= config.workers <= 256:
-        raise BatchConfigError(f"workers: {config.workers} is not between 1 and 256")
+    if config.workers is not None and not 0 <= config.workers <= 256:
+        raise BatchConfigError(f"workers: {config.workers} is not between 0 and 256")
     check_roots(config)
 
 

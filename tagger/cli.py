@@ -237,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write one file for the whole run: FILE.json (image -> tags, size, probabilities) or FILE.jsonl",
     )
     cap.add_argument(
-        "--workers", type=int, metavar="N", help="image decoding threads (default: what the machine can use)"
+        "--workers",
+        type=int,
+        metavar="N",
+        help="image decoding threads (default: what the machine can use; 0: decode in series, no threads)",
     )
     cap.add_argument("--frequency-tags", action="store_true", help="print how many images got each tag")
     cap.add_argument("--frequency-csv", metavar="FILE", help="write those counts as CSV (tag,images,share_percent)")

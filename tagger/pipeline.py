@@ -1,13 +1,22 @@
-"""The streaming pipeline: decode and preprocess in a small thread pool, overlapped with inference.
+"""The streaming pipeline: decode and preprocess in a small thread pool, beside inference.
 
 Memory stays bounded by the prefetch window whatever the number of inputs: sources are pulled from an
 iterator lazily, and at most ``prefetch`` decoded tensors exist at once. Results come out in input order.
+
+On the CPU a model run already spreads over every core, and a parallel region is as slow as its slowest
+thread: a decode running beside it takes a core from it and can cost the run more than the decode saves (a
+ViT-B ran 5-22% slower overlapped than in series on a 2-core machine). So while inference is the heavier
+stage (measured as the images go), a gate keeps decodes out of runs: the decoders work in bursts, all of them
+at once, between runs, and each run has the cores to itself (``_Gate``). Where inference is cheap next to
+decoding (a fast GPU, a tiny model) decoding overlaps it fully.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,13 +59,19 @@ def default_batch_size(model: LoadedModel) -> int:
     return 16 if model.provider == CUDA else 1
 
 
+def runs_on_cpu(model: LoadedModel) -> bool:
+    """Whether the model's runs use the CPU's cores (so that decoding beside them slows them): every provider
+    but CUDA and those naming a GPU (OpenVINO's ``GPU`` device)."""
+    return model.provider != CUDA and "GPU" not in model.provider.upper()
+
+
 def default_workers(model: LoadedModel) -> int:
-    """Decoding threads when the caller names none: what the machine can use. With CUDA, the CPUs the process
+    """Decoding threads when the caller names none: what the machine can use. On a GPU, the CPUs the process
     may use (up to 16: enough to feed a fast GPU, with the prefetch window's memory bounded), since they are
     idle while the GPU runs the model; on the CPU at most 4, since each run already spreads over every core
     and more decoders would only take time from it."""
     cpus = available_cpus()
-    return max(1, min(16 if model.provider == CUDA else 4, cpus))
+    return max(1, min(4 if runs_on_cpu(model) else 16, cpus))
 
 
 def _source_name(source: Any) -> str:
@@ -79,6 +94,81 @@ def prepare_source(source: Any, size: int | Preparer, max_pixels: int | None = N
         raise ImageError(_source_name(source), f"could not be decoded ({type(e).__name__}: {e})") from e
 
 
+class _Mean:
+    """A running mean of seconds per item."""
+
+    def __init__(self) -> None:
+        self.seconds, self.items = 0.0, 0
+
+    def add(self, seconds: float, items: int = 1) -> None:
+        self.seconds += seconds
+        self.items += items
+
+    @property
+    def value(self) -> float | None:
+        return self.seconds / self.items if self.items else None
+
+
+class _Gate:
+    """Keeps decodes out of model runs on the CPU (see the module's docstring).
+
+    A decoder ``enter``s before each decode and ``leave``s after it. The consumer ``close``s the gate before a
+    run (no decode starts; those under way are waited for) and ``open``s it before it waits for an image not
+    decoded yet, so it never waits on a decode it holds back, and the decoders then work in a burst, all at
+    once. ``end`` opens it for good when the stream is over: a decoder that has not started skips its image
+    (nobody will read it), so closing the pool never waits on the gate. Closed is a flag, not a held lock: the
+    consumer may hand results to its caller meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.closed = False
+        self._ended = False
+        self._decoding = 0
+        self._decode = _Mean()  # seconds per decoded tensor, measured in the decoders
+
+    def enter(self) -> bool:
+        """Wait while the gate is closed; False when the stream is over (skip the decode)."""
+        with self._cond:
+            while self.closed and not self._ended:
+                self._cond.wait()
+            if self._ended:
+                return False
+            self._decoding += 1
+            return True
+
+    def leave(self, seconds: float | None) -> None:
+        """A decode is over; ``seconds`` is its time when it decoded a tensor (None: a cache hit or an error)."""
+        with self._cond:
+            self._decoding -= 1
+            if seconds is not None:
+                self._decode.add(seconds)
+            if not self._decoding:
+                self._cond.notify_all()
+
+    def decode_seconds(self) -> float | None:
+        """Mean seconds per decoded image so far (None before the first)."""
+        with self._cond:
+            return self._decode.value
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            while self._decoding:
+                self._cond.wait()
+
+    def open(self) -> None:
+        with self._cond:
+            if self.closed:
+                self.closed = False
+                self._cond.notify_all()
+
+    def end(self) -> None:
+        with self._cond:
+            self._ended, self.closed = True, False
+            self._cond.notify_all()
+
+
 def iter_predictions(
     model: LoadedModel,
     sources: Iterable[T],
@@ -94,21 +184,50 @@ def iter_predictions(
 
     ``loader(source, prepare)`` decodes one source into a tensor (it runs in the pool; ``prepare`` is the
     model's preparer, for ``prepare_source``); it may return ``Precomputed`` for a source whose probabilities
-    are known, which then skips the model. ``embeddings`` also fills ``Prediction.embedding`` where the model
-    has an embedding output.
+    are known, which then skips the model. ``workers``: decoding threads (None: ``default_workers``; 0: no
+    threads, each source decoded in series on the caller's thread when its turn comes). ``embeddings`` also
+    fills ``Prediction.embedding`` where the model has an embedding output.
     """
     batch_size = model.fixed_batch or batch_size or default_batch_size(model)
-    workers = workers or default_workers(model)
+    workers = default_workers(model) if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers: {workers} is negative (0 decodes in series, without threads)")
     prefetch = max(prefetch or 0, batch_size * 2, workers * 2)
     load = loader or (lambda src, prep: prepare_source(src, prep))
     prep = model.prepare or model.size
     it = iter(sources)
-    pending: deque[tuple[T, Future[np.ndarray | Precomputed]]] = deque()
+    # (source, its decode in the pool; None: decoded on this thread when its turn comes, workers=0)
+    pending: deque[tuple[T, Future[np.ndarray | Precomputed | None] | None]] = deque()
+    gate = _Gate()
+    gate_runs = workers > 0 and runs_on_cpu(model)
+    infer, caller = _Mean(), _Mean()  # seconds per image in model runs; per result handed to the caller
 
     def cancelled() -> bool:
         return cancel is not None and cancel.is_set()
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tagger-decode") as pool:
+    def decode(src: T) -> np.ndarray | Precomputed | None:  # in the pool
+        if not gate.enter():
+            return None  # the stream is over: nobody reads this
+        seconds = None
+        try:
+            start = time.perf_counter()
+            loaded = load(src, prep)
+            if not isinstance(loaded, Precomputed):
+                seconds = time.perf_counter() - start
+            return loaded
+        finally:
+            gate.leave(seconds)
+
+    def heavy() -> bool:
+        """Whether inference takes longer per image than decoding (so far; True before both are measured)."""
+        dec, inf = gate.decode_seconds(), infer.value
+        return dec is None or inf is None or inf > dec
+
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tagger-decode")
+        if workers
+        else contextlib.nullcontext()
+    ) as pool:
 
         def fill() -> None:
             while len(pending) < prefetch and not cancelled():
@@ -116,21 +235,35 @@ def iter_predictions(
                     src = next(it)
                 except StopIteration:
                     return
-                pending.append((src, pool.submit(load, src, prep)))
+                pending.append((src, pool.submit(decode, src) if pool is not None else None))
 
         batch: list[Prediction[T]] = []  # in input order; failed ones carry their error
         tensors: list[np.ndarray] = []
 
         def flush() -> Iterator[Prediction[T]]:
             if tensors:
+                if gate_runs and heavy():
+                    gate.close()  # the run gets every core: no decode starts, those under way end first
+                else:
+                    gate.open()
+                start = time.perf_counter()
                 probs, embs = model.run_outputs(np.stack(tensors), embeddings=embeddings)
+                infer.add(time.perf_counter() - start, len(tensors))
                 rows = iter(range(len(probs)))
                 for pred in batch:
                     if pred.error is None and pred.probs is None:
                         row = next(rows)
                         pred.probs = probs[row]
                         pred.embedding = embs[row] if embs is not None else None
-            yield from batch
+            for pred in batch:
+                # A caller slower than a decode (captions on a slow disk) lets the decoders work meanwhile;
+                # a fast one keeps them waiting for a burst when the decoded images are used up.
+                dec = gate.decode_seconds()
+                if gate.closed and caller.value is not None and dec is not None and caller.value > dec:
+                    gate.open()
+                start = time.perf_counter()
+                yield pred
+                caller.add(time.perf_counter() - start)
             batch.clear()
             tensors.clear()
 
@@ -142,13 +275,19 @@ def iter_predictions(
                 src, fut = pending.popleft()
                 fill()
                 try:
-                    loaded = fut.result()
+                    if fut is None:
+                        loaded = load(src, prep)
+                    else:
+                        if not fut.done():
+                            gate.open()  # never wait on a decode the gate holds back
+                        loaded = fut.result()
                 except ImageError as e:
                     batch.append(Prediction(src, error=e))
                 else:
                     if isinstance(loaded, Precomputed):
                         batch.append(Prediction(src, probs=loaded.probs))
                     else:
+                        assert loaded is not None  # only decodes after the stream's end skip their image
                         tensors.append(loaded)
                         batch.append(Prediction(src))
                 if len(tensors) >= batch_size or (not tensors and batch):
@@ -157,4 +296,6 @@ def iter_predictions(
                 yield from flush()
         finally:
             for _, fut in pending:
-                fut.cancel()
+                if fut is not None:
+                    fut.cancel()
+            gate.end()

@@ -27,11 +27,13 @@ def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: py
 
     for path in (
         "| trivial | ours |",
+        "| trivial | serial (ours, decode then infer) |",
         "| trivial | baseline (older taggers) |",
         "| trivial | inference-only ceiling |",
     ):
         assert path in out
     assert "trivial model (pipeline-bound), ours / baseline | >= 1.8 |" in out
+    assert "| trivial model, ours / serial: what decoding beside inference gains (no target) | — |" in out
     assert "peak RSS, 12 images vs 6 images | within 10% |" in out and "median resident" in out
     assert "| re-threshold " in out and "from the cache vs re-running the model" in out  # filled in by the cache
     assert "| decode | preprocess | inference |" in out
@@ -43,6 +45,7 @@ def test_quick_benchmark_prints_the_table_with_ratios(tmp_path: Path, capsys: py
     ours = data["runs"]["trivial/ours"][0]
     assert ours["images"] == 6 and ours["images_per_s"] > 0 and ours["peak_rss_mb"] > 0
     assert data["runs"]["trivial/baseline"][0]["stages_ms"]["inference"] >= 0
+    assert data["runs"]["trivial/serial"][0]["images"] == 6
     assert set(data["memory"]) == {"6", "12"}
     # Models and images went to the cache given, nothing into the repository.
     assert (cache / "models" / "trivial" / "model.onnx").is_file()
@@ -87,3 +90,28 @@ def test_the_benchmark_runs_from_any_folder(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", "--help"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "--quick" in proc.stdout
+
+
+def test_ours_over_serial_says_in_how_many_rounds_it_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report's arithmetic on given per-round figures: the median decides, the rounds are counted."""
+    from bench import models as bench_models
+    from bench.run import Results, _target_rows, parse_args
+
+    monkeypatch.setattr(bench_models, "MODEL_NAMES", (*bench_models.MODEL_NAMES, "swinv2"))
+    cfg = parse_args(["--models", "vit,swinv2", "--no-int8"])
+    assert cfg.models == ("vit", "swinv2")
+    res = Results(cfg)
+    for ours, serial in [(1.02, 1.0), (0.99, 1.0), (1.05, 1.0), (1.01, 1.0)]:
+        for name in cfg.models:
+            for variant, ips in (("ours", ours), ("serial", serial), ("baseline", 0.9), ("ceiling", 1.04)):
+                res.add(name, variant, {"images_per_s": ips})
+    rows = "\n".join(_target_rows(res))
+    assert (
+        "| ViT-B fp32, ours / serial (every round) | >= 1.0 | 1.02x (rounds 0.99 to 1.05; 3/4 rounds >= 1) | yes |"
+        in rows
+    )
+    assert "| ViT-B fp32, ours / inference-only ceiling | >= 0.97 | 0.98x" in rows
+    assert "| swinv2, ours / serial (no target) | — | 1.02x (rounds 0.99 to 1.05) | — |" in rows
+    for r, ours in enumerate((0.96, 0.98, 1.2, 0.98)):  # one fast round cannot lift a median below 1.0
+        res.runs["vit", "ours"][r]["images_per_s"] = ours
+    assert "| 0.98x (rounds 0.96 to 1.20; 1/4 rounds >= 1) | **no** |" in "\n".join(_target_rows(res))

@@ -274,7 +274,7 @@ def test_bad_flags_name_themselves(model_root: Path, tmp_path: Path, capsys: pyt
     for argv, message in [
         (["--tag-replacement", "a,b,c"], "error: option --tag-replacement: 'a,b,c' is not source,target"),
         (["--caption-separator", " "], "error: option --caption-separator: ' ' holds no visible character"),
-        (["--captions", "--workers", "0"], "error: workers: 0 is not between 1 and 256"),
+        (["--captions", "--workers", "-1"], "error: workers: -1 is not between 0 and 256"),
         (["--metadata", str(tmp_path / "meta.txt")], "name it .json (one object) or .jsonl"),
     ]:
         assert tag(model_root, str(red), *argv)[0] == 2, argv
@@ -429,8 +429,12 @@ def test_decoding_threads_follow_workers(model_root: Path, tmp_path: Path) -> No
     config = BatchConfig([tmp_path], workers=1, batch_size=1, existing="overwrite")
     run_batch(tagger, "test-model", config, TagOptions(), progress=watch)
     assert seen == {"tagger-decode_0"}
-    with pytest.raises(BatchConfigError, match="workers"):
-        run_batch(tagger, "test-model", BatchConfig([tmp_path], workers=0), TagOptions())
+    seen.clear()  # 0: every image decoded in series on the caller's thread, no decoding thread at all
+    config = BatchConfig([tmp_path], workers=0, batch_size=1, existing="overwrite")
+    summary = run_batch(tagger, "test-model", config, TagOptions(), progress=watch)
+    assert summary.tagged == 6 and seen == set()
+    with pytest.raises(BatchConfigError, match="workers: 257 is not between 0 and 256"):
+        run_batch(tagger, "test-model", BatchConfig([tmp_path], workers=257), TagOptions())
 
 
 def test_presets_keep_the_caption_options(tmp_path: Path) -> None:
