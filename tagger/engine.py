@@ -250,7 +250,7 @@ class Tagger:
     def _create(self, model: str, files: hub.ModelFiles) -> None:
         if self._registry.has(model):
             return
-        loaded = create_session(files, self.device, self.threads)
+        loaded = create_session(files, self.device, self.threads, self.labels(files))  # the tag list read once
         loaded.run_lock = self.run_lock
         if self.on_load is not None:
             self.on_load(loaded)

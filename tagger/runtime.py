@@ -284,15 +284,17 @@ def _session_options(threads: int) -> Any:
     return so
 
 
-def create_session(files: ModelFiles, device: Device, threads: int | None = None) -> LoadedModel:
+def create_session(
+    files: ModelFiles, device: Device, threads: int | None = None, labels: Labels | None = None
+) -> LoadedModel:
     """Create and validate a session for ``files``. Raises ModelFormatError for unusable models.
 
     ``auto`` runs on CUDA when ONNX Runtime offers it; else, where OpenVINO is installed and the CPU has bf16
     units, where ``backends.autoselect``'s check (once per machine and model) found it best; else ONNX Runtime
-    on the CPU.
+    on the CPU. ``labels``: the model's tag list when the caller has read it already (else it is read here).
     """
     desc = files.description or WD14
-    labels = load_labels(desc.labels, files.tags_path, single=desc.single)
+    labels = labels if labels is not None else load_labels(desc.labels, files.tags_path, single=desc.single)
     threads = threads or available_cpus()
     if device.openvino:
         ov_session, note = backends.open_session(files.model_path, device, threads)
@@ -309,7 +311,7 @@ def create_session(files: ModelFiles, device: Device, threads: int | None = None
 
     available = list(ort.get_available_providers())
     if device.kind == "auto" and CUDA not in available and backends.auto_candidates():
-        loaded = backends.autoselect(files, threads, lambda kind: create_session(files, Device(kind), threads))
+        loaded = backends.autoselect(files, threads, lambda kind: create_session(files, Device(kind), threads, labels))
         installed = installed_runtimes()
         if any(i.startswith("onnxruntime-gpu ") for i in installed):  # a GPU build that offers no CUDA
             loaded.device_note = cuda_diagnosis(available, installed, None)
