@@ -349,7 +349,7 @@ class Tagger:
     ) -> Iterator[_Out]:
         files = self.resolve(model, wait=wait)
         labels = self.labels(files)
-        held: LoadedModel | None = None  # the model, when it had to be loaded before the cache lookups
+        held: LoadedModel | None = None  # the model once loaded (before the cache lookups when auto must check it)
         try:
             mkey = ""
             if self.cache is not None:
@@ -358,60 +358,35 @@ class Tagger:
                     held = self._acquire(model, wait)
                     precision = held.precision
                 mkey = _cache_key(files, precision)
-            yield from self._answers(model, files, labels, mkey, held, sources, options, batch_size=batch_size,
-                                     cancel=cancel, wait=wait, max_pixels=max_pixels, decode_slots=decode_slots,
-                                     workers=workers, embeddings=embeddings)  # fmt: skip
-        finally:
-            if held is not None:
-                self._registry.release(held)
 
-    def _answers(
-        self,
-        model: str,
-        files: hub.ModelFiles,
-        labels: Labels,
-        mkey: str,
-        held: LoadedModel | None,
-        sources: Iterable[Any],
-        options: TagOptions,
-        *,
-        batch_size: int | None,
-        cancel: threading.Event | None,
-        wait: float | None,
-        max_pixels: int | None,
-        decode_slots: threading.Semaphore | None,
-        workers: int | None,
-        embeddings: bool,
-    ) -> Iterator[_Out]:
-        def decode(item: _Known, prep: Any) -> np.ndarray | Precomputed:
-            if item.hit is not None:
-                return Precomputed(item.hit.probs)
-            with decode_slots if decode_slots is not None else contextlib.nullcontext():
-                return prepare_source(item.source, prep, max_pixels)
+            def decode(item: _Known, prep: Any) -> np.ndarray | Precomputed:
+                if item.hit is not None:
+                    return Precomputed(item.hit.probs)
+                with decode_slots if decode_slots is not None else contextlib.nullcontext():
+                    return prepare_source(item.source, prep, max_pixels)
 
-        def lookups() -> Iterator[_Known]:
-            for src in sources:
-                if cancel is not None and cancel.is_set():
-                    return
-                digest = image_digest(src) if self.cache is not None else None
-                # an embedding is not cached: asking for one runs the model (its probabilities are stored)
-                look = self.cache is not None and digest is not None and not embeddings
-                hit = self.cache.get(digest, mkey) if look else None  # type: ignore[union-attr, arg-type]
-                yield _Known(src, digest, hit if hit is not None and hit.serves(options, labels) else None)
+            def lookups() -> Iterator[_Known]:
+                for src in sources:
+                    if cancel is not None and cancel.is_set():
+                        return
+                    digest = image_digest(src) if self.cache is not None else None
+                    # an embedding is not cached: asking for one runs the model (its probabilities are stored)
+                    look = self.cache is not None and digest is not None and not embeddings
+                    hit = self.cache.get(digest, mkey) if look else None  # type: ignore[union-attr, arg-type]
+                    yield _Known(src, digest, hit if hit is not None and hit.serves(options, labels) else None)
 
-        stream = lookups()
-        first_miss: _Known | None = None
-        for item in stream:  # answer from the cache until an image needs the model
-            if item.hit is None:
-                first_miss = item
-                break
-            yield _Out(Prediction(item.source, probs=item.hit.probs), labels, item.hit, None, files.name)
-        if first_miss is None:
-            return
-        loaded = held if held is not None else self._acquire(model, wait)
-        if self.cache is not None:  # answers are stored under what really ran (auto may have chosen otherwise)
-            mkey = _cache_key(files, loaded.precision)
-        try:
+            stream = lookups()
+            first_miss: _Known | None = None
+            for item in stream:  # answer from the cache until an image needs the model
+                if item.hit is None:
+                    first_miss = item
+                    break
+                yield _Out(Prediction(item.source, probs=item.hit.probs), labels, item.hit, None, files.name)
+            if first_miss is None:
+                return
+            loaded = held = held if held is not None else self._acquire(model, wait)
+            if self.cache is not None:  # answers are stored under what really ran (auto may have chosen otherwise)
+                mkey = _cache_key(files, loaded.precision)
             if embeddings and loaded.embedding_name is None:
                 raise ModelFormatError(
                     f"Model '{loaded.name}' has no embedding output, so it gives no embeddings "
@@ -429,8 +404,8 @@ class Tagger:
                 out = Prediction(item.source, pred.probs, pred.error, pred.embedding)
                 yield _Out(out, labels, item.hit, loaded, loaded.name)
         finally:
-            if held is None:
-                self._registry.release(loaded)
+            if held is not None:  # the model is held from its load to the end of the stream
+                self._registry.release(held)
 
     def iter_probs(
         self,

@@ -56,6 +56,21 @@ def _run_script() -> None:
     runpy.run_path(str(ROOT / "scripts" / "tagger_script.py"), run_name="tagger_script")
 
 
+def _extension_following_the_device_setting():  # type: ignore[no-untyped-def]
+    """Our extension as the WebUI starts it, with the Settings device radio's change handler wired as the host
+    does (``onchange``), so that ``shared.opts.set("tagger_device", ...)`` reaches the engine."""
+    from modules import script_callbacks, shared
+
+    from tagger.webui import TaggerExtension
+
+    shared.cmd_opts.tagger_device = None
+    _run_script()
+    script_callbacks.ui_settings_callback()
+    ext = TaggerExtension()
+    shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
+    return ext
+
+
 def test_script_registers_the_three_callbacks(host) -> None:
     from modules import script_callbacks
 
@@ -235,15 +250,9 @@ def test_interrogate_through_the_tab_waits_for_the_queue_lock(host, model_root: 
 
 
 def test_device_setting_change_reaches_the_engine(host) -> None:
-    from modules import script_callbacks, shared
+    from modules import shared
 
-    shared.cmd_opts.tagger_device = None
-    _run_script()
-    script_callbacks.ui_settings_callback()
-    from tagger.webui import TaggerExtension
-
-    ext = TaggerExtension()
-    shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
+    ext = _extension_following_the_device_setting()
     shared.opts.set("tagger_device", "cpu")
     assert str(ext.tagger().device) == "cpu"
 
@@ -631,15 +640,10 @@ def test_cpu_bf16_setting_runs_in_the_tab_and_the_api_and_says_so(host) -> None:
 
     from tagger import backends
     from tagger.ui import build_ui
-    from tagger.webui import TaggerExtension
 
     label = f"OpenVINO CPU {'bf16' if backends.cpu_bf16_units() else 'fp32'}"
-    shared.cmd_opts.tagger_device = None
-    _run_script()
-    script_callbacks.ui_settings_callback()
+    ext = _extension_following_the_device_setting()
     shared.opts.data["tagger_default_model"] = "test-model"
-    ext = TaggerExtension()
-    shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
     shared.opts.set("tagger_device", "cpu-bf16")
     page = build_ui(ext.tagger(), ext.host)
     data = {c: c.value for c in page.controls}
@@ -659,16 +663,11 @@ def test_cpu_bf16_setting_runs_in_the_tab_and_the_api_and_says_so(host) -> None:
 
 def test_without_openvino_choosing_its_device_says_what_to_install(host, without_openvino, caplog) -> None:
     """At once in the console when the setting changes, and in the tab's status when it tags."""
-    from modules import script_callbacks, shared
+    from modules import shared
 
     from tagger.ui import build_ui
-    from tagger.webui import TaggerExtension
 
-    shared.cmd_opts.tagger_device = None
-    _run_script()
-    script_callbacks.ui_settings_callback()
-    ext = TaggerExtension()
-    shared.opts.data_labels["tagger_device"].onchange = ext._device_changed
+    ext = _extension_following_the_device_setting()
     shared.opts.set("tagger_device", "cpu")
     assert caplog.text == ""  # ONNX Runtime's devices need no OpenVINO
     shared.opts.set("tagger_device", "intel-gpu")
