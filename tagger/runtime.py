@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -240,9 +241,13 @@ class LoadedModel:
         """Probabilities ``[N, T]`` for a float32 batch of input tensors; splits batches a fixed model refuses."""
         return self.run_outputs(batch)[0]
 
-    def run_outputs(self, batch: np.ndarray, *, embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    def run_outputs(
+        self, batch: np.ndarray, *, embeddings: bool = False, on_start: Callable[[], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """``(probabilities [N, T], embeddings [N, D] or None)``: the prediction output (through a sigmoid when
-        the model gives logits), and the embedding output when asked for and the model has one."""
+        the model gives logits), and the embedding output when asked for and the model has one. ``on_start`` is
+        called once the run lock is held, right before the model runs (the pipeline keeps decodes out of the
+        run from there, and not while it waits for the lock, which the WebUI's image generation may hold)."""
         if batch.ndim == 3:
             batch = batch[None]
         step = self.fixed_batch or len(batch)
@@ -255,6 +260,8 @@ class LoadedModel:
             session = self.session
             if session is None:
                 raise TaggerError(f"{self.name} was unloaded: load it again")
+            if on_start is not None:
+                on_start()
             for i in range(0, len(batch), step):
                 outs = session.run(names, {self.input_name: batch[i : i + step]})
                 probs.append(outs[0])

@@ -62,11 +62,19 @@ def slow_runs(model: LoadedModel, timeline: Timeline, seconds: float = HEAVY_S) 
     CPU time; every run's interval is recorded (seconds=0 records a real, fast run)."""
     real = model.run_outputs
 
-    def run_outputs(batch: np.ndarray, *, embeddings: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        start = time.perf_counter()
-        time.sleep(seconds * len(batch))
-        out = real(batch, embeddings=embeddings)
-        timeline.runs.append((start, time.perf_counter()))
+    def run_outputs(
+        batch: np.ndarray, *, embeddings: bool = False, on_start: Callable[[], None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        began: list[float] = []
+
+        def start() -> None:  # once the run lock is held, as the real run's time starts there
+            if on_start is not None:
+                on_start()
+            began.append(time.perf_counter())
+            time.sleep(seconds * len(batch))
+
+        out = real(batch, embeddings=embeddings, on_start=start)
+        timeline.runs.append((began[0], time.perf_counter()))
         return out
 
     model.run_outputs = run_outputs  # type: ignore[method-assign]
@@ -120,6 +128,29 @@ def test_results_are_the_same_with_the_gate_without_it_and_in_series(model: Load
     assert isinstance(fast[4][1], str)  # the broken file's reason, in its place
     assert fast[sources.index(paths[4])][1] == [0.25] * len(model.labels.names)  # answered without the model
     assert len({tuple(v) for _, v in fast if isinstance(v, list)}) == len(sources) - 1  # every image differs
+
+
+def test_waiting_for_the_run_lock_holds_no_decode_back(model: LoadedModel, tmp_path: Path) -> None:
+    """In the WebUI the run lock is the host's queue lock, which image generation holds for seconds: while the
+    pipeline waits for it, nothing runs on our side, so the decoders go on (the gate closes once the lock is
+    held), and that wait does not count as inference time."""
+    timeline = Timeline()
+    slow_runs(model, timeline)
+    model.run_lock = threading.Lock()  # this model's own: the test holds it as generation would
+    paths = noise_images(tmp_path, 12)
+    model.run_lock.acquire()
+    held_from = time.perf_counter()
+    release = threading.Timer(1.0, model.run_lock.release)
+    release.start()
+    try:
+        preds = list(iter_predictions(model, paths, workers=2, prefetch=8, loader=timeline.loader()))
+    finally:
+        release.join()
+    held_until = held_from + 1.0
+    assert all(p.probs is not None for p in preds) and len(timeline.runs) == 12
+    during_wait = [d for d in timeline.decodes if d[1] < held_until]
+    assert len(during_wait) >= 6, f"only {len(during_wait)} of 8 prefetched decodes were done while the lock was held"
+    assert timeline.overlaps() == 0  # and still none during a run
 
 
 def test_the_gate_keeps_decodes_out_of_heavy_runs(model: LoadedModel, tmp_path: Path) -> None:
