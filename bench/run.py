@@ -344,9 +344,11 @@ def _target_rows(res: Results) -> list[str]:
             every_round: bool = False) -> None:  # fmt: skip
         pairs = round_ratios(res, a, b)
         value = statistics.median(pairs) if pairs else None
-        shown = "—" if value is None else f"{value:.2f}x"
+        # Three decimals where two would round a miss onto its target (0.968 shown as 0.97 against >= 0.97).
+        digits = 3 if value is not None and goal and value < goal and round(value, 2) >= goal else 2
+        shown = "—" if value is None else f"{value:.{digits}f}x"
         if len(pairs) > 1:  # the spread shows how much the machine's noise moved each round's ratio
-            shown += f" (rounds {min(pairs):.2f} to {max(pairs):.2f}"
+            shown += f" (rounds {min(pairs):.{digits}f} to {max(pairs):.{digits}f}"
             if every_round:
                 shown += f"; {sum(p >= goal for p in pairs)}/{len(pairs)} rounds >= {goal:g}"
             shown += ")"
