@@ -399,16 +399,10 @@ def _target_rows(res: Results) -> list[str]:
 
 
 def _machine() -> str:
+    from tagger.backends import cpu_name
     from tagger.runtime import available_cpus
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = []
     for mod in ("onnxruntime", "PIL", "numpy", "cv2"):
         try:

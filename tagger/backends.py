@@ -78,16 +78,22 @@ def _core() -> Any:
     return openvino.Core()
 
 
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux); empty elsewhere."""
+@functools.cache
+def _cpuinfo(field: str) -> str:
+    """The first ``field`` line's value in /proc/cpuinfo (Linux), read once; empty elsewhere."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+        if line.startswith(field):
+            return line.split(":", 1)[1].strip()
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (Linux); empty elsewhere."""
+    return frozenset(_cpuinfo("flags").split())
 
 
 @functools.cache
@@ -106,13 +112,8 @@ def cpu_bf16_units() -> bool:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (/proc/cpuinfo on Linux, else what the platform module says)."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def gpu_devices() -> list[str]:
@@ -281,11 +282,6 @@ def machine_key(threads: int) -> str:
     return f"{cpu_name()}|{threads} threads|onnxruntime {onnxruntime.__version__}|openvino {openvino_version()}"
 
 
-def model_key(files: ModelFiles) -> str:
-    st = files.model_path.stat()
-    return f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
-
-
 @dataclass(frozen=True)
 class Verdict:
     """auto's choice for one model on one machine, with what it measured."""
@@ -312,7 +308,7 @@ class Choices:
 
     def __init__(self, files: ModelFiles, threads: int) -> None:
         self.path = files.model_path.parent / CHOICE_FILE
-        self.key = f"{machine_key(threads)}|{model_key(files)}"
+        self.key = f"{machine_key(threads)}|{files.file_key}"
 
     def _read(self) -> dict[str, Any]:
         try:
@@ -331,9 +327,12 @@ class Choices:
             return None
         fields = Verdict.__dataclass_fields__
         try:
-            return Verdict(**{k: v for k, v in entry.items() if k in fields})
+            verdict = Verdict(**{k: v for k, v in entry.items() if k in fields})
         except TypeError:
             return None
+        with _MEMO_LOCK:  # read once: every tagging call under auto asks (for its cache key)
+            _MEMO[(str(self.path), self.key)] = verdict
+        return verdict
 
     def put(self, verdict: Verdict) -> None:
         with _MEMO_LOCK:

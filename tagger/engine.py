@@ -112,8 +112,7 @@ def _cache_key(files: hub.ModelFiles, precision: str = "fp32") -> str:
     re-downloaded or edited model never answers from an older model's cache entries; a model run other than by
     the WD14 contract adds a digest of its description (a changed tagger.json is another model), and a
     precision other than fp32 adds its name (bf16 answers never mix with fp32 ones)."""
-    st = files.model_path.stat()
-    key = f"{files.model_id}|{st.st_size}|{st.st_mtime_ns}"
+    key = files.file_key
     desc = files.description or WD14
     if desc != WD14:
         key += "|" + content_hash(repr(desc).encode())[:12]

@@ -75,6 +75,13 @@ class ModelFiles:
             return f"{self.repo_id}@{self.revision}{file}"
         return f"local:{self.name}"
 
+    @property
+    def file_key(self) -> str:
+        """``model_id`` with the model file's size and modification time: another key once the file is replaced
+        or edited (the probability cache and auto's device check key by it)."""
+        st = self.model_path.stat()
+        return f"{self.model_id}|{st.st_size}|{st.st_mtime_ns}"
+
 
 @dataclass(frozen=True)
 class ModelInfo:
