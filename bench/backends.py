@@ -33,7 +33,7 @@ from pathlib import Path
 
 from bench import images as bench_images
 from bench import models as bench_models
-from bench.run import Config, Measurer, Results, _fmt, _holds, _machine, _median, _rotate, round_ratios
+from bench.run import Config, Measurer, Results, _fmt, _holds, _machine, _median, _rotate, ratio_text, round_ratios
 from tagger.backends import cpu_bf16_units, openvino_version
 from tagger.engine import Tagger
 from tagger.options import TagOptions
@@ -100,8 +100,7 @@ def run(cfg: Config) -> Outcome:
         for r in range(cfg.rounds):
             for model in cfg.models:
                 for device in _rotate(out.devices, r):  # one model's backends back to back, order rotating
-                    cfg.device = device  # the Measurer runs its worker on cfg.device
-                    result = measure("ours", model, folder)
+                    result = measure("ours", model, folder, device=device)
                     res.add(model, device, result)
                     log(f"[round {r + 1}/{cfg.rounds}] {bench_models.TITLES.get(model, model):10s} "
                         f"{DEVICES[device]:17s} {result['images_per_s']:7.2f} images/s  ran on {result['provider']}")  # fmt: skip
@@ -137,12 +136,7 @@ def agreement(models_dir: Path, model: str, folder: Path, device: str) -> Agreem
 
 def _ratio(res: Results, model: str, device: str) -> tuple[float | None, str]:
     """``device`` / ONNX Runtime fp32 images/s: the median of the per-round ratios, with their range."""
-    pairs = round_ratios(res, (model, device), (model, BASE))
-    value = statistics.median(pairs) if pairs else None
-    shown = "—" if value is None else f"{value:.2f}x"
-    if len(pairs) > 1:
-        shown += f" (rounds {min(pairs):.2f} to {max(pairs):.2f})"
-    return value, shown
+    return ratio_text(round_ratios(res, (model, device), (model, BASE)))
 
 
 def report(out: Outcome) -> str:

@@ -119,14 +119,17 @@ class Measurer:
         self.config, self.results, self.models_dir = config, results, models_dir
         self.spent = 0.0  # seconds of waiting and re-running so far
 
-    def __call__(self, variant: str, model: str, folder: Path, cache: bool = True) -> dict[str, Any]:
+    def __call__(
+        self, variant: str, model: str, folder: Path, cache: bool = True, device: str | None = None
+    ) -> dict[str, Any]:
+        """One run of ``variant`` on ``device`` (default: the configured one)."""
         cfg = self.config
         for attempt in range(cfg.retries + 1):
             t0 = time.perf_counter()
             if cfg.quiet_wait > 0 and self.spent < cfg.noise_budget:
                 wait_quiet(cfg.max_foreign, min(cfg.quiet_wait, cfg.noise_budget - self.spent))
             t1 = time.perf_counter()
-            result = spawn(variant, self.models_dir, model, folder, cfg.batch_size, cache, cfg.device)
+            result = spawn(variant, self.models_dir, model, folder, cfg.batch_size, cache, device or cfg.device)
             self.spent += t1 - t0
             share = result.get("foreign_cpu")
             if share is None or share <= cfg.max_foreign:
@@ -257,6 +260,21 @@ def round_ratios(res: Results, a: tuple[str, str], b: tuple[str, str], key: str 
     return [x[key] / y[key] for x, y in zip(ra, rb, strict=False) if x.get(key) and y.get(key)]
 
 
+def ratio_text(pairs: list[float], goal: float = 0.0, every_round: bool = False) -> tuple[float | None, str]:
+    """The median of per-round ratios and how a report shows it: with the rounds' range (how much the machine's
+    noise moved each round), and with ``every_round`` how many rounds reached ``goal``."""
+    value = statistics.median(pairs) if pairs else None
+    # Three decimals where two would round a miss onto its target (0.968 shown as 0.97 against >= 0.97).
+    digits = 3 if value is not None and goal and value < goal and round(value, 2) >= goal else 2
+    shown = "—" if value is None else f"{value:.{digits}f}x"
+    if len(pairs) > 1:
+        shown += f" (rounds {min(pairs):.{digits}f} to {max(pairs):.{digits}f}"
+        if every_round:
+            shown += f"; {sum(p >= goal for p in pairs)}/{len(pairs)} rounds >= {goal:g}"
+        shown += ")"
+    return value, shown
+
+
 def _holds(value: float | None, target: float, higher: bool = True) -> str:
     if value is None:
         return "not measured"
@@ -342,16 +360,7 @@ def _target_rows(res: Results) -> list[str]:
 
     def row(figure: str, target: str, a: tuple[str, str], b: tuple[str, str], goal: float,
             every_round: bool = False) -> None:  # fmt: skip
-        pairs = round_ratios(res, a, b)
-        value = statistics.median(pairs) if pairs else None
-        # Three decimals where two would round a miss onto its target (0.968 shown as 0.97 against >= 0.97).
-        digits = 3 if value is not None and goal and value < goal and round(value, 2) >= goal else 2
-        shown = "—" if value is None else f"{value:.{digits}f}x"
-        if len(pairs) > 1:  # the spread shows how much the machine's noise moved each round's ratio
-            shown += f" (rounds {min(pairs):.{digits}f} to {max(pairs):.{digits}f}"
-            if every_round:
-                shown += f"; {sum(p >= goal for p in pairs)}/{len(pairs)} rounds >= {goal:g}"
-            shown += ")"
+        value, shown = ratio_text(round_ratios(res, a, b), goal, every_round)
         rows.append(f"| {figure} | {target} | {shown} | {_holds(value, goal) if goal else '—'} |")
 
     for name in res.config.models:
